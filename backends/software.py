@@ -1,0 +1,535 @@
+"""The software backend: PyAV (FFmpeg) demuxing and decoding on the CPU.
+
+Positioning strategy (why random access is cheap and never wrong):
+
+* **Warm decoder.** The decoder keeps running between requests. A target whose decode chain is
+  already being fed (its start keyframe lies between the current run's start and the next packet)
+  is reached by decoding forward; only otherwise does the backend seek.
+* **Own seeks.** A seek goes to the index's start packet for the target. The container is asked
+  to seek near it, then packets are identified by byte position and skipped (demux only) until
+  exactly that packet; overshoot or an unidentifiable landing falls back to an earlier timestamp,
+  then to a rewind from byte 0.
+* **Every frame checked.** Packets are tagged with their decode position (FFmpeg's
+  ``copy_opaque``); each decoded frame says which packet made it, and the index says which display
+  index that is. Frames must come out in exactly display order once synced; anything else raises
+  :class:`~phast.errors.IndexMismatch`. Frames that cannot be valid from this start (leading
+  pictures of an open GOP) are dropped, never cached.
+* **Kept frames.** Decoded frames stay in an LRU bounded by bytes, so stepping backward through
+  the frames just decoded costs nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from phast.errors import (
+    DecodeError,
+    IndexMismatch,
+    MediaError,
+    MissingDependency,
+    NoVideoStream,
+    SourceNotFound,
+    UnsupportedCodec,
+)
+from phast.index import (
+    DISCARD,
+    KEY,
+    NOPTS,
+    FrameIndex,
+    compute_starts,
+    display_order_from_pts,
+    synthesize_pts,
+)
+from phast.types import PACKED_LAYOUT
+
+from .base import Backend, DecodedFrame, ProbeResult, SlotTooSmall, ceil_bytes, write_planes
+
+try:
+    import av
+except ImportError as e:  # pragma: no cover - av is a core dependency
+    raise MissingDependency("the software backend needs PyAV: pip install av") from e
+
+#: Frames decoded from the start and compared with a demux-built index before it is trusted.
+VERIFY_FRAMES = 48
+#: Default bytes of decoded frames kept for backward stepping (per open clip).
+DEFAULT_KEEP_BYTES = 192 << 20
+
+
+def _plane_row_bytes(frame: av.VideoFrame, plane: int) -> int:
+    """Visible bytes per row of one plane (rows are padded to an alignment in FFmpeg buffers)."""
+    fmt = frame.format
+    width = frame.planes[plane].width
+    if len(frame.planes) == 1:
+        return ceil_bytes(fmt.padded_bits_per_pixel * width)
+    per_pixel = sum(ceil_bytes(c.bits) for c in fmt.components if c.plane == plane)
+    return per_pixel * width
+
+
+def frame_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """The visible bytes of each plane as (rows, row bytes) uint8 views, no copy."""
+    views = []
+    for p, plane in enumerate(frame.planes):
+        rows, row_bytes = plane.height, _plane_row_bytes(frame, p)
+        if row_bytes > plane.line_size:
+            raise MediaError(f"unexpected plane layout for {frame.format.name}")
+        buf = np.frombuffer(plane, dtype=np.uint8)
+        views.append(np.lib.stride_tricks.as_strided(buf, (rows, row_bytes), (plane.line_size, 1)))
+    return views
+
+
+def write_frame(frame: av.VideoFrame, format: str, out: memoryview) -> DecodedFrame:
+    """Convert ``frame`` to ``format`` (swscale, as ``to_ndarray`` does) and pack it into ``out``."""
+    if format == "native":
+        src = frame
+        itemsize = 2 if max((c.bits for c in frame.format.components), default=8) > 8 else 1
+    else:
+        channels, itemsize = PACKED_LAYOUT[format]
+        needed = frame.width * frame.height * channels * itemsize
+        if needed > len(out):
+            raise SlotTooSmall(needed)  # before paying for the conversion
+        src = frame.reformat(format=format)
+    layouts = write_planes(frame_planes(src), out)
+    return DecodedFrame(src.width, src.height, src.format.name, itemsize, layouts, frame.key_frame)
+
+
+class _Tag:
+    """A packet's decode position, attached as FFmpeg opaque data and read back off its frame.
+
+    PyAV keys opaque objects by ``id()``: a distinct object per packet keeps two live packets
+    with the same position (interned small ints!) from sharing, and freeing, one key.
+    """
+
+    __slots__ = ("pos",)
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
+
+
+def _frame_pos(f: Any) -> int | None:
+    tag = f.opaque
+    return tag.pos if isinstance(tag, _Tag) else None
+
+
+class _BadStart(Exception):
+    """Frames ``first`` to ``stop - 1`` cannot be decoded from the current run's start packet.
+
+    A keyframe flag is a container's claim; a non-IDR H.264 "keyframe" may not be a clean
+    random-access point. Those frames are then decoded from an earlier start.
+    """
+
+    def __init__(self, first: int, stop: int) -> None:
+        super().__init__(f"frames {first}..{stop - 1} are not decodable from this start")
+        self.first, self.stop = first, stop
+
+
+class SoftwareBackend(Backend):
+    """PyAV decoding on the CPU with frame threading. Options: ``threads`` (0 = auto),
+    ``keep_bytes`` (decoded frames kept for backward stepping)."""
+
+    name = "software"
+    device = "cpu"
+
+    @classmethod
+    def probe(cls) -> ProbeResult:
+        return ProbeResult(True, details={"pyav": av.__version__,
+                                          "ffmpeg": ".".join(map(str, av.ffmpeg_version_info))
+                                          if isinstance(av.ffmpeg_version_info, tuple)
+                                          else str(av.ffmpeg_version_info)})
+
+    def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
+                 progress: Callable[[], None]) -> None:
+        self._path = path
+        self._stream_number = stream
+        self._progress = progress
+        self._threads = int(options.get("threads", 0))
+        self._keep_bytes = int(options.get("keep_bytes", DEFAULT_KEEP_BYTES))
+        self._container: Any = None
+        self._open_container()
+        self._kept: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self._kept_bytes = 0
+        self._index: FrameIndex | None = None
+        self._first_frame: Any = None
+        self._avoid: dict[int, int] = {}  # frame -> a start packet it must decode from before
+        self._reset_run()
+
+    # -- container and decoder -----------------------------------------------------------
+    def _open_container(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        try:
+            self._container = av.open(self._path, metadata_errors="ignore")
+        except FileNotFoundError as e:
+            raise SourceNotFound(f"no such file: {self._path}") from e
+        except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
+            raise MediaError(f"{self._path}: not a readable media file ({e})") from e
+        videos = self._container.streams.video
+        if len(videos) <= self._stream_number:
+            raise NoVideoStream(
+                f"{self._path}: has {len(videos)} video stream(s); asked for video stream "
+                f"{self._stream_number}"
+            )
+        self._stream = videos[self._stream_number]
+        cc = self._stream.codec_context
+        if cc is None or not cc.is_decoder:
+            codec = self._stream.codec_context.name if cc else "unknown"
+            raise UnsupportedCodec(f"{self._path}: no decoder for codec {codec!r} in this FFmpeg")
+        cc.thread_type = "AUTO"
+        cc.thread_count = self._threads
+        cc.copy_opaque = True  # every frame says which packet it came from
+        self._cc = cc
+        # Decode only our stream; the demuxer still reads others' bytes but never decodes them.
+        for other in self._container.streams:
+            if other is not self._stream:
+                with contextlib.suppress(AttributeError, ValueError, TypeError):
+                    other.discard = type(other.discard).all
+
+    def _reset_run(self) -> None:
+        self._packets: Any = None  # demux iterator positioned at self._next_pos
+        self._next_pos = 0
+        self._run_start: int | None = None  # start position of the current decode run
+        self._expected = 0  # display index the next valid frame must have
+        self._synced = False
+        self._eof = False
+
+    def describe(self) -> dict[str, Any]:
+        s, cc = self._stream, self._cc
+        fmt = cc.format
+        depth = max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
+        rate = s.average_rate or s.guessed_rate
+        streams = []
+        for st in self._container.streams:
+            entry: dict[str, Any] = {"index": st.index, "type": st.type,
+                                     "codec": st.codec_context.name if st.codec_context else "?"}
+            if st.type == "video":
+                entry.update(width=st.codec_context.width, height=st.codec_context.height,
+                             pix_fmt=st.codec_context.pix_fmt)
+            streams.append(entry)
+        first = self._first_frame
+        return {
+            "codec": cc.name,
+            "width": first.width if first is not None else cc.width,
+            "height": first.height if first is not None else cc.height,
+            "pix_fmt": first.format.name if first is not None else (cc.pix_fmt or "unknown"),
+            "bit_depth": depth,
+            "average_rate": [rate.numerator, rate.denominator] if rate else None,
+            "rotation": int(first.rotation) if first is not None else 0,
+            "stream_index": s.index,
+            "streams": streams,
+        }
+
+    # -- index ----------------------------------------------------------------------------
+    def _demux_packets(self) -> tuple[np.ndarray, ...]:
+        pts, dts, pos, flags = [], [], [], []
+        try:
+            for n, pkt in enumerate(self._container.demux(self._stream)):
+                if pkt.size == 0:
+                    continue
+                if n % 64 == 0:
+                    self._progress()
+                pts.append(NOPTS if pkt.pts is None else pkt.pts)
+                dts.append(NOPTS if pkt.dts is None else pkt.dts)
+                pos.append(-1 if pkt.pos is None else pkt.pos)
+                flags.append((KEY if pkt.is_keyframe else 0) | (DISCARD if pkt.is_discard else 0))
+        except av.FFmpegError:
+            pass  # a damaged tail: index what could be read, as a sequential decode would
+        if not pts:
+            raise MediaError(f"{self._path}: the video stream has no packets")
+        return (np.array(pts, np.int64), np.array(dts, np.int64), np.array(pos, np.int64),
+                np.array(flags, np.uint8))
+
+    def build_index(self, *, full_decode: bool = False) -> FrameIndex:
+        pkt_pts, pkt_dts, pkt_pos, pkt_flags = self._demux_packets()
+        tb = self._stream.time_base or Fraction(1, 90000)
+        order = None if full_decode else display_order_from_pts(pkt_pts, pkt_flags)
+        if order is not None and len(order):
+            index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, order, pkt_pts[order],
+                               compute_starts(order, pkt_pts, pkt_flags), tb, "demux", "container")
+            try:
+                index.validate()
+                self.use_index(index)
+                self._verify_prefix()
+                return index
+            except (IndexMismatch, MediaError, DecodeError):
+                pass  # timestamps alone do not give the decoder's order: decode it
+        index = self._index_by_decoding(pkt_pts, pkt_dts, pkt_pos, pkt_flags, tb)
+        self.use_index(index)
+        return index
+
+    def _verify_prefix(self) -> None:
+        """Decode the first frames from the very start and check them against the index."""
+        assert self._index is not None
+        last = min(VERIFY_FRAMES, self._index.frame_count) - 1
+        self._seek(0)
+        self._decode_run(last)
+
+    def _index_by_decoding(self, pkt_pts: np.ndarray, pkt_dts: np.ndarray, pkt_pos: np.ndarray,
+                           pkt_flags: np.ndarray, tb: Fraction) -> FrameIndex:
+        self._index = None
+        self._rewind()
+        shown: list[int] = []
+        frame_pts: list[int | None] = []
+        n_pkt = len(pkt_pts)
+        for pos, frames in self._feed_all():
+            if pos is not None and pos >= n_pkt:
+                break
+            for f in frames:
+                fpos = _frame_pos(f)
+                if fpos is not None and 0 <= fpos < n_pkt:
+                    if self._first_frame is None:
+                        self._first_frame = f
+                    shown.append(fpos)
+                    frame_pts.append(f.pts)
+        if not shown:
+            raise MediaError(f"{self._path}: no frame of the video stream could be decoded")
+        if len(set(shown)) != len(shown):
+            raise MediaError(f"{self._path}: a packet decoded to several frames; unsupported")
+        frame_packet = np.array(shown, np.int64)
+        if any(p is None for p in frame_pts) or any(
+            b < a for a, b in zip(frame_pts, frame_pts[1:], strict=False)  # type: ignore[operator]
+        ):
+            rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
+            fpts, stamps = synthesize_pts(len(shown), Fraction(rate), tb), "synthesized"
+        else:
+            fpts, stamps = np.array(frame_pts, np.int64), "container"
+        starts = compute_starts(frame_packet, pkt_pts, pkt_flags)
+        index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, frame_packet, fpts, starts, tb,
+                           "decode", stamps)
+        index.validate()
+        return index
+
+    def use_index(self, index: FrameIndex) -> None:
+        self._index = index
+        pos = index.pkt_pos
+        self._pos_known = bool(np.all(pos >= 0)) and len(np.unique(pos)) == len(pos)
+        if self._pos_known:
+            self._pos_order = np.argsort(pos, kind="stable")
+            self._pos_sorted = pos[self._pos_order]
+        self._keys = np.flatnonzero(index.pkt_flags & KEY)
+        self._avoid.clear()
+        self._drop_kept()
+        self._reset_run()
+
+    # -- packet feeding ---------------------------------------------------------------------
+    def _identify(self, pkt: Any) -> int | None:
+        """Decode position of a demuxed packet, by byte position; None if unknown."""
+        if not self._pos_known or pkt.pos is None or pkt.pos < 0:
+            return None
+        j = int(np.searchsorted(self._pos_sorted, pkt.pos))
+        if j < len(self._pos_sorted) and self._pos_sorted[j] == pkt.pos:
+            return int(self._pos_order[j])
+        return None
+
+    def _next_packet(self) -> Any:
+        """The next non-empty packet of our stream, or None at the end (damage ends it too)."""
+        while True:
+            try:
+                pkt = next(self._packets)
+            except (StopIteration, av.FFmpegError):
+                return None
+            if pkt.size:
+                return pkt
+
+    def _rewind(self) -> None:
+        self._open_container()
+        self._packets = self._container.demux(self._stream)
+        self._next_pos = 0
+
+    def _feed_all(self) -> Any:
+        """Yield (position, decoded frames) feeding every remaining packet, then the flush."""
+        while True:
+            self._progress()
+            pkt = self._next_packet()
+            if pkt is None:
+                with contextlib.suppress(av.FFmpegError):
+                    yield None, self._cc.decode(None)
+                return
+            pos = self._next_pos
+            pkt.opaque = _Tag(pos)
+            self._next_pos += 1
+            try:
+                frames = self._cc.decode(pkt)
+            except av.FFmpegError:
+                frames = []  # a damaged packet: whatever it broke shows up in the checks
+            yield pos, frames
+
+    def _seek(self, start: int) -> None:
+        """Position the demuxer at packet ``start`` with a flushed decoder."""
+        index = self._index
+        assert index is not None
+        self._reset_run()
+        self._run_start = start
+        self._expected = int(np.flatnonzero(index.frame_start >= start)[0]) if start else 0
+        if start == 0 or not self._pos_known:
+            self._rewind()
+        else:
+            landed = False
+            for candidate in self._seek_candidates(start):
+                try:
+                    self._container.seek(int(candidate), stream=self._stream, backward=True)
+                except av.FFmpegError:
+                    continue
+                self._packets = self._container.demux(self._stream)
+                pkt = self._next_packet()
+                where = self._identify(pkt) if pkt is not None else None
+                if where is not None and where <= start:
+                    self._next_pos = where
+                    self._pending = pkt
+                    landed = True
+                    break
+            if not landed:
+                self._rewind()
+        with contextlib.suppress(av.FFmpegError):
+            self._cc.flush_buffers()
+        self._skip_to(start)
+
+    def _seek_candidates(self, start: int) -> list[int]:
+        index = self._index
+        assert index is not None
+        out = []
+        earlier = self._keys[self._keys < start]
+        for pos in [start, *(earlier[-2:][::-1].tolist())]:
+            ts = index.pkt_dts[pos] if index.pkt_dts[pos] != NOPTS else index.pkt_pts[pos]
+            if ts != NOPTS:
+                out.append(int(ts))
+        return out
+
+    def _skip_to(self, start: int) -> None:
+        """Demux (without decoding) until the next packet to read is at ``start``."""
+        pending = getattr(self, "_pending", None)
+        self._pending = None
+        while self._next_pos < start:
+            pkt = pending if pending is not None else self._next_packet()
+            pending = None
+            if pkt is None:
+                raise DecodeError(f"{self._path}: the stream ended before packet {start}")
+            self._next_pos += 1
+            if self._next_pos % 256 == 0:
+                self._progress()
+        if pending is not None:
+            # the landing packet is the start packet itself: feed it first
+            self._packets = _chain_one(pending, self._packets)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
+        frame = self._kept.get(index)
+        if frame is None:
+            frame = self._decode_frame(index)
+        else:
+            self._kept.move_to_end(index)
+        return write_frame(frame, format, out)
+
+    def _decode_frame(self, i: int) -> Any:
+        idx = self._index
+        if idx is None:
+            raise RuntimeError("decode() before build_index()/use_index()")
+        if not 0 <= i < idx.frame_count:
+            raise IndexError(i)
+        start = self._start_for(i)
+        warm = (self._run_start is not None and not self._eof
+                and self._run_start <= start <= self._next_pos and i >= self._expected)
+        while True:
+            if not warm:
+                self._seek(start)
+            warm = False
+            try:
+                frame = self._decode_run(i)
+            except _BadStart as bad:
+                for j in range(bad.first, bad.stop):
+                    self._avoid[j] = min(self._avoid.get(j, start), start)
+                frame = None
+            if frame is not None:
+                return frame
+            if start == 0:
+                raise DecodeError(f"{self._path}: frame {i} cannot be decoded (damaged source?)")
+            self._avoid[i] = min(self._avoid.get(i, start), start)
+            start = self._start_for(i)
+
+    def _start_for(self, i: int) -> int:
+        """The index's start packet for frame ``i``, or an earlier keyframe if that one failed."""
+        assert self._index is not None
+        start = int(self._index.frame_start[i])
+        limit = self._avoid.get(i)
+        if limit is not None and start >= limit:
+            earlier = self._keys[self._keys < limit]
+            start = int(earlier[-1]) if len(earlier) else 0
+        return start
+
+    def _decode_run(self, target: int) -> Any:
+        """Feed packets until frame ``target`` comes out; None if the stream ends first."""
+        idx = self._index
+        assert idx is not None and self._run_start is not None
+        found = None
+        for _pos, frames in self._feed_all():
+            for f in frames:
+                got = self._accept(f)
+                if got == target:
+                    found = f
+            if found is not None:
+                return found
+        self._eof = True
+        if self._run_start != 0 and self._expected <= target:
+            raise _BadStart(self._expected, target + 1)
+        if self._run_start == 0 and self._expected < idx.frame_count:
+            raise IndexMismatch(
+                f"a sequential decode ended after {self._expected} frames; the index has "
+                f"{idx.frame_count}"
+            )
+        return None
+
+    def _accept(self, f: Any) -> int | None:
+        """Check one decoded frame against the index; keep it. Returns its display index."""
+        idx = self._index
+        assert idx is not None and self._run_start is not None
+        pos = _frame_pos(f)
+        j = int(idx.packet_frame[pos]) if pos is not None and 0 <= pos < len(
+            idx.packet_frame) else -1
+        sequential = self._run_start == 0
+        if j < 0:
+            if sequential or self._synced:
+                raise IndexMismatch(f"the decoder showed packet {pos}, which the index hides")
+            return None
+        if not sequential and idx.frame_start[j] < self._run_start:
+            return None  # a leading picture that needs an earlier keyframe: not valid from here
+        if j != self._expected or (not sequential and f.is_corrupt):
+            if not sequential:
+                # Only a decode from the very start defines the truth; from a mid-stream start
+                # a skipped or damaged frame means the start was not a clean entry point.
+                raise _BadStart(self._expected, max(j, self._expected) + 1)
+            raise IndexMismatch(f"expected frame {self._expected}, the decoder produced {j}")
+        self._synced = True
+        self._expected += 1
+        if self._first_frame is None and j == 0:
+            self._first_frame = f
+        self._keep(j, f)
+        return j
+
+    def _keep(self, j: int, f: Any) -> None:
+        size = sum(p.buffer_size for p in f.planes)
+        self._kept[j] = f
+        self._kept_bytes += size
+        while self._kept_bytes > self._keep_bytes and len(self._kept) > 1:
+            _, old = self._kept.popitem(last=False)
+            self._kept_bytes -= sum(p.buffer_size for p in old.planes)
+
+    def _drop_kept(self) -> None:
+        self._kept.clear()
+        self._kept_bytes = 0
+
+    def close(self) -> None:
+        self._drop_kept()
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def _chain_one(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest
+
+

@@ -1,0 +1,1 @@
+"""hwbench: phast's benchmark runner (console script ``hwbench``)."""

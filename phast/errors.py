@@ -1,0 +1,133 @@
+"""Every exception phast raises, in one place.
+
+Each class says who raises it. All derive from :class:`PhastError` and from the builtin they
+specialise, so ``except ValueError`` and ``except FileNotFoundError`` keep working for callers that
+do not know phast.
+"""
+
+from __future__ import annotations
+
+
+class PhastError(Exception):
+    """Base class of every phast error."""
+
+
+class SourceNotFound(PhastError, FileNotFoundError):
+    """Raised by :func:`phast.open` when the path does not exist or is not a regular file."""
+
+
+class MediaError(PhastError, ValueError):
+    """Raised when a source is not a usable video: not a media file, damaged, truncated.
+
+    Also the base class of the more specific media errors below.
+    """
+
+
+class NoVideoStream(MediaError):
+    """Raised by :func:`phast.open` when the source has no video stream (or not the one asked)."""
+
+
+class UnsupportedCodec(MediaError):
+    """Raised by :func:`phast.open` when no available backend can decode the stream's codec."""
+
+
+class DecodeError(MediaError):
+    """Raised by ``Clip.frame`` when the requested frame cannot be decoded from this source.
+
+    The source is damaged around that frame; other frames may still decode.
+    """
+
+
+class FrameOutOfRange(PhastError, IndexError):
+    """Raised by ``Clip.frame``/``Clip.frame_at`` for an index or time outside the clip."""
+
+
+class InvalidArgument(PhastError, ValueError):
+    """Raised for a bad argument (unknown format, negative deadline, wrong type...)."""
+
+
+class BackendNotFound(PhastError, ValueError):
+    """Raised by :func:`phast.open` for a backend name that no registry entry provides."""
+
+
+class BackendUnavailable(PhastError, RuntimeError):
+    """Raised when a named backend cannot run on this host (its probe said why)."""
+
+
+class CannotHandle(PhastError):
+    """Raised by a backend's ``open`` to say "this input is not for me" (not "I am broken").
+
+    The selector then tries the next backend and records the reason; any other exception from a
+    backend propagates.
+    """
+
+
+class MissingDependency(PhastError, ImportError):
+    """Raised at use (never at import) when an optional library is missing; names the extra."""
+
+
+class ClipClosed(PhastError, ValueError):
+    """Raised by any ``Clip`` method called after ``close()``."""
+
+
+class WorkerCrashed(PhastError, RuntimeError):
+    """Raised when a worker died and the supervisor could not recover the request.
+
+    The message carries the exit code or the signal.
+    """
+
+
+class WorkerHung(WorkerCrashed):
+    """A worker stopped answering (no heartbeat within the watchdog timeout) and was killed."""
+
+
+class WorkerStartError(PhastError, RuntimeError):
+    """Raised when a worker process does not complete its READY handshake in time."""
+
+
+class ProtocolViolation(PhastError, RuntimeError):
+    """A worker sent a record that does not match its job or the clip; the worker is killed.
+
+    Never reaches the caller on its own: it is handled like a crash (restart, retry, quarantine).
+    """
+
+
+class FrameQuarantined(PhastError, RuntimeError):
+    """Raised by ``Clip.frame`` for a frame that made workers fail twice.
+
+    phast stops asking workers for it (for the life of the clip) instead of crash-looping.
+    """
+
+
+class SlotsExhausted(PhastError, RuntimeError):
+    """Raised when every shared-memory slot of a clip is leased by a live ``Frame``/array.
+
+    Release frames (``Frame.release()``, ``with clip.frame(i) as f``) or keep copies
+    (``Frame.copy()``) for long-lived use.
+    """
+
+
+class IndexMismatch(PhastError, RuntimeError):
+    """Raised inside a worker when decoded frames disagree with the frame index.
+
+    The supervisor answers by rebuilding the index with a full decode pass, then retries.
+    """
+
+
+#: Error types a worker may name in an error record, mapped to the class raised in the editor.
+#: A name outside this table becomes a :class:`DecodeError` (the worker is not trusted to pick).
+WORKER_ERROR_TYPES: dict[str, type[PhastError]] = {
+    cls.__name__: cls
+    for cls in (
+        MediaError,
+        NoVideoStream,
+        UnsupportedCodec,
+        DecodeError,
+        FrameOutOfRange,
+        InvalidArgument,
+        CannotHandle,
+        MissingDependency,
+        IndexMismatch,
+        BackendUnavailable,
+    )
+}

@@ -1,0 +1,409 @@
+"""Worker processes and the supervisor that keeps them honest.
+
+::
+
+    editor process                                              worker process (sandboxed)
+    ┌───────────────────────────────────────────────┐  socket  ┌─────────────────────────┐
+    │ Clip ─submit(Job)─► Worker: queue + I/O thread ├─────────►│ phast.worker loop       │
+    │   ▲                  │ spawn, READY handshake  │ records  │   backend.decode(i) ──┐ │
+    │   └─── Future ◄──────┤ watchdog (heartbeats)   │◄─────────┤                       │ │
+    │                      │ restart, retry,         │  memfd   │   writes pixels ◄─────┘ │
+    │   SlotPool ══════════╪═ quarantine ════════════╪══════════╪══ into granted slots    │
+    └───────────────────────────────────────────────┘          └─────────────────────────┘
+
+A :class:`Worker` owns at most one live :class:`Process` at a time and runs its jobs one by one on
+its own thread. A job runs against a :class:`Channel`; if the process dies (seen on its pidfd and
+its socket together), stops answering (no record or heartbeat within ``hang_timeout``), or sends
+a record that fails validation, the process is killed, a fresh one is started, and the job is
+asked whether to retry (:meth:`Job.failed`): a frame that fails twice is quarantined. Every other
+job queued on that worker simply runs on the new process; sessions re-open lazily and resume at
+their playhead.
+
+:class:`WorkerPool` bounds the number of processes: clips share workers once the bound is
+reached (least-loaded first).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import itertools
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import protocol
+from .errors import (
+    WORKER_ERROR_TYPES,
+    DecodeError,
+    PhastError,
+    ProtocolViolation,
+    WorkerCrashed,
+    WorkerHung,
+    WorkerStartError,
+)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How workers are started and watched."""
+
+    start_timeout: float = 30.0  #: seconds for a new process to say READY
+    hang_timeout: float = 10.0  #: seconds of silence (no record, no heartbeat) before a kill
+    idle_timeout: float = 5.0  #: seconds a worker with no open clip lingers before exiting
+    memory_limit: int | None = None  #: address-space cap in bytes (default: sandbox default)
+    debug_stderr: bool = field(default_factory=lambda: bool(os.environ.get("PHAST_WORKER_DEBUG")))
+
+
+def _worker_env(config: WorkerConfig) -> dict[str, str]:
+    """A cleaned environment: what Python needs to import the same code, and nothing else."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ")
+           if k in os.environ}
+    env.update(
+        PHAST_WORKER="1",
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p and os.path.exists(p)),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONNOUSERSITE="1",
+        MALLOC_ARENA_MAX="2",  # fewer malloc arenas: less address space under RLIMIT_AS
+        OMP_NUM_THREADS="1",
+    )
+    if config.memory_limit:
+        env["PHAST_WORKER_MEMORY"] = str(int(config.memory_limit))
+    return env
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class Process:
+    """One worker OS process and the editor's end of its control socket."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        err = None if config.debug_stderr else subprocess.DEVNULL
+        try:
+            # spawn (fork+exec of a fresh interpreter), never a bare fork of the editor
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "phast.worker", str(child.fileno())],
+                pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, env=_worker_env(config), close_fds=True, start_new_session=True,
+            )
+        finally:
+            child.close()
+        self.sock = parent
+        self.pid = self.popen.pid
+        self.pidfd = os.pidfd_open(self.pid)
+        self.sessions: set[int] = set()  # sessions opened in this process
+        self.mapped: set[tuple[int, int]] = set()  # (session, slot) mapped in this process
+        try:
+            ready, _, _ = self.receive(config.start_timeout, what="READY")
+        except (WorkerCrashed, ProtocolViolation) as e:
+            self.kill()
+            raise WorkerStartError(f"worker did not start: {e}") from e
+        if ready.get("ready") is not True:
+            self.kill()
+            raise WorkerStartError("worker sent something other than READY")
+        self.sandbox: dict[str, str] = {str(k): str(v) for k, v in
+                                        (ready.get("sandbox") or {}).items()}
+
+    # -- low level ----------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any], blobs: list[bytes] | None = None,
+             fds: list[int] | None = None) -> None:
+        try:
+            protocol.send(self.sock, msg, blobs or [], fds or [])
+        except OSError as e:
+            raise self._death() from e
+
+    def receive(self, timeout: float, what: str = "a record") -> tuple[dict[str, Any], list[bytes],
+                                                                       list[int]]:
+        """Wait for one record; raise WorkerCrashed on death, WorkerHung after ``timeout``."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise WorkerHung(f"worker {self.pid} sent no {what} for {timeout:.1f} s")
+            events = dict(poller.poll(left * 1000))
+            if self.sock.fileno() in events:
+                try:
+                    msg, blobs, fds = protocol.recv(self.sock)
+                except (protocol.ChannelClosed, ConnectionError) as e:
+                    raise self._death() from e
+                if fds:  # a worker never sends descriptors
+                    for fd in fds:
+                        os.close(fd)
+                    raise ProtocolViolation("worker sent file descriptors")
+                return msg, blobs, fds
+            if self.pidfd in events:
+                raise self._death()
+
+    def _death(self) -> WorkerCrashed:
+        try:
+            code = self.popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        return WorkerCrashed(f"worker {self.pid} died ({describe_exit(code)})")
+
+    def call(self, msg: dict[str, Any], blobs: list[bytes] | None = None,
+             fds: list[int] | None = None) -> tuple[dict[str, Any], list[bytes]]:
+        """Send a request and return its reply, skipping heartbeats (each resets the watchdog)."""
+        self.send(msg, blobs, fds)
+        while True:
+            reply, rblobs, _ = self.receive(self.config.hang_timeout, what="reply or heartbeat")
+            if "beat" in reply:
+                continue
+            return reply, rblobs
+
+    # -- ending ---------------------------------------------------------------------------------
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self._close_handles()
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a second."""
+        with contextlib.suppress(OSError, PhastError):
+            protocol.send(self.sock, {"op": "exit"})
+        try:
+            self.popen.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=5)
+        self._close_handles()
+
+    def _close_handles(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = -1
+
+
+class Session(Protocol):
+    """What a worker needs from a clip session to (re)open it in a process."""
+
+    id: int
+
+    def attach(self, proc: Process) -> None: ...
+
+
+class Job:
+    """One unit of work for a worker; ``run`` is called with the live process (maybe again)."""
+
+    def __init__(self, run: Callable[[Process], Any], *, session: Session | None = None,
+                 failed: Callable[[BaseException, int], BaseException | None] | None = None,
+                 priority: int = 0) -> None:
+        self.run = run
+        self.session = session
+        self.future: Future[Any] = Future()
+        self.failures = 0
+        self.priority = priority
+        self._failed = failed
+
+    def failed(self, error: BaseException) -> BaseException | None:
+        """Record a worker failure; return the error to raise, or None to retry."""
+        self.failures += 1
+        if self._failed is not None:
+            return self._failed(error, self.failures)
+        return error if self.failures >= 2 else None
+
+
+class Worker:
+    """A supervised worker slot: a job queue, an I/O thread, and the current process."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.id = next(self._ids)
+        self.pool = pool
+        self.config = pool.config
+        self.sessions: set[int] = set()
+        self.proc: Process | None = None
+        self.restarts = 0
+        self.last_failure: str | None = None
+        self._queue: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name=f"phast-worker-{self.id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> Future[Any]:
+        with self._cond:
+            if self._stopping:
+                raise PhastError("the worker pool is shut down")
+            if job.priority > 0:
+                self._queue.appendleft(job)
+            else:
+                self._queue.append(job)
+            self._cond.notify()
+        return job.future
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # -- the I/O thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._stopping:
+                    self._cond.wait(self.config.idle_timeout)
+                if self._stopping and not self._queue:
+                    break
+                if not self._queue:
+                    if not self.sessions and self.pool._retire(self):
+                        break
+                    continue
+                job = self._queue.popleft()
+            if job.future.set_running_or_notify_cancel():
+                self._execute(job)
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def _ensure_process(self) -> Process:
+        if self.proc is None:
+            self.proc = Process(self.config)
+        return self.proc
+
+    def _discard_process(self, reason: str) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc = None
+            self.restarts += 1
+            self.last_failure = reason
+
+    def _execute(self, job: Job) -> None:
+        while True:
+            try:
+                proc = self._ensure_process()
+                if job.session is not None and job.session.id not in proc.sessions:
+                    job.session.attach(proc)
+                    proc.sessions.add(job.session.id)
+                job.future.set_result(job.run(proc))
+                return
+            except (WorkerCrashed, ProtocolViolation, WorkerStartError) as e:
+                self._discard_process(str(e))
+                final = job.failed(e)
+                if final is not None:
+                    job.future.set_exception(final)
+                    return
+            except BaseException as e:  # noqa: BLE001 - delivered to the waiting caller
+                job.future.set_exception(e)
+                return
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+def raise_for_error(reply: dict[str, Any], proc: Process) -> None:
+    """Turn a worker's error record into the matching typed exception (whitelisted names)."""
+    if not reply.get("error"):
+        return
+    kind = str(reply.get("type", ""))
+    message = str(reply.get("message", ""))[:2000]
+    if kind == "BackendError":
+        # A backend raised something outside the contract: its state is not trusted any more.
+        proc.kill()
+        raise WorkerCrashed(f"backend failed in worker {proc.pid}: {message}")
+    raise WORKER_ERROR_TYPES.get(kind, DecodeError)(message)
+
+
+class WorkerPool:
+    """A bounded set of workers shared by open clips."""
+
+    def __init__(self, max_workers: int | None = None, config: WorkerConfig | None = None) -> None:
+        self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
+        self.config = config or WorkerConfig()
+        self._workers: list[Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def assign(self, session_id: int) -> Worker:
+        with self._lock:
+            if self._closed:
+                raise PhastError("the worker pool is shut down")
+            if len(self._workers) < self.max_workers:
+                worker = Worker(self)
+                self._workers.append(worker)
+            else:
+                worker = min(self._workers, key=lambda w: len(w.sessions))
+            worker.sessions.add(session_id)
+            return worker
+
+    def release(self, worker: Worker, session_id: int) -> None:
+        with self._lock:
+            worker.sessions.discard(session_id)
+
+    def _retire(self, worker: Worker) -> bool:
+        """Called by an idle worker's thread: leave the pool if nobody uses it."""
+        with self._lock:
+            if worker.sessions:
+                return False
+            with contextlib.suppress(ValueError):
+                self._workers.remove(worker)
+            return True
+
+    @property
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for w in workers:
+            w.stop()
+        for w in workers:
+            w.join(timeout)
+
+
+_default_pool: WorkerPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> WorkerPool:
+    """The process-wide pool ``phast.open`` uses unless given one."""
+    global _default_pool
+    with _default_lock:
+        if _default_pool is None or _default_pool._closed:
+            _default_pool = WorkerPool()
+        return _default_pool
+
+
+@atexit.register
+def _shutdown_default_pool() -> None:
+    if _default_pool is not None:
+        _default_pool.shutdown(timeout=5)
