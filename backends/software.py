@@ -38,6 +38,7 @@ from phast.errors import (
     UnsupportedCodec,
 )
 from phast.index import (
+    DAMAGED,
     DISCARD,
     KEY,
     NOPTS,
@@ -150,6 +151,8 @@ class SoftwareBackend(Backend):
         self._threads = int(options.get("threads", 0))
         self._keep_bytes = int(options.get("keep_bytes", DEFAULT_KEEP_BYTES))
         self._container: Any = None
+        self._damaged = False
+        self._errors: list[int] = []  # packet positions where the decoder reported errors
         self._open_container()
         self._kept: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._kept_bytes = 0
@@ -179,7 +182,9 @@ class SoftwareBackend(Backend):
         if cc is None or not cc.is_decoder:
             codec = self._stream.codec_context.name if cc else "unknown"
             raise UnsupportedCodec(f"{self._path}: no decoder for codec {codec!r} in this FFmpeg")
-        cc.thread_type = "AUTO"
+        # Frame threading is bit-exact with a single-threaded decode on valid streams only; on a
+        # damaged one, which frames survive differs, so damaged streams decode single-threaded.
+        cc.thread_type = "SLICE" if self._damaged else "AUTO"
         cc.thread_count = self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
@@ -211,8 +216,9 @@ class SoftwareBackend(Backend):
                              pix_fmt=st.codec_context.pix_fmt)
             streams.append(entry)
         first = self._first_frame
+        codec = getattr(cc.codec, "canonical_name", None) or cc.name  # "av1", not "libdav1d"
         return {
-            "codec": cc.name,
+            "codec": codec,
             "width": first.width if first is not None else cc.width,
             "height": first.height if first is not None else cc.height,
             "pix_fmt": first.format.name if first is not None else (cc.pix_fmt or "unknown"),
@@ -236,8 +242,9 @@ class SoftwareBackend(Backend):
                 dts.append(NOPTS if pkt.dts is None else pkt.dts)
                 pos.append(-1 if pkt.pos is None else pkt.pos)
                 flags.append((KEY if pkt.is_keyframe else 0) | (DISCARD if pkt.is_discard else 0))
+                self._damaged |= bool(pkt.is_corrupt)
         except av.FFmpegError:
-            pass  # a damaged tail: index what could be read, as a sequential decode would
+            self._damaged = True  # a damaged tail: index what could be read
         if not pts:
             raise MediaError(f"{self._path}: the video stream has no packets")
         return (np.array(pts, np.int64), np.array(dts, np.int64), np.array(pos, np.int64),
@@ -246,7 +253,9 @@ class SoftwareBackend(Backend):
     def build_index(self, *, full_decode: bool = False) -> FrameIndex:
         pkt_pts, pkt_dts, pkt_pos, pkt_flags = self._demux_packets()
         tb = self._stream.time_base or Fraction(1, 90000)
-        order = None if full_decode else display_order_from_pts(pkt_pts, pkt_flags)
+        # A damaged stream decodes to fewer frames than it has packets: only decoding can tell.
+        trust_demux = not (full_decode or self._damaged)
+        order = display_order_from_pts(pkt_pts, pkt_flags) if trust_demux else None
         if order is not None and len(order):
             index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, order, pkt_pts[order],
                                compute_starts(order, pkt_pts, pkt_flags), tb, "demux", "container")
@@ -257,7 +266,10 @@ class SoftwareBackend(Backend):
                 return index
             except (IndexMismatch, MediaError, DecodeError):
                 pass  # timestamps alone do not give the decoder's order: decode it
-        index = self._index_by_decoding(pkt_pts, pkt_dts, pkt_pos, pkt_flags, tb)
+        try:
+            index = self._index_by_decoding(pkt_pts, pkt_dts, pkt_pos, pkt_flags, tb)
+        except IndexMismatch:  # the decoder reported errors: index it single-threaded
+            index = self._index_by_decoding(pkt_pts, pkt_dts, pkt_pos, pkt_flags, tb)
         self.use_index(index)
         return index
 
@@ -275,10 +287,16 @@ class SoftwareBackend(Backend):
         shown: list[int] = []
         frame_pts: list[int | None] = []
         n_pkt = len(pkt_pts)
+        self._errors: list[int] = []
         for pos, frames in self._feed_all():
             if pos is not None and pos >= n_pkt:
                 break
             for f in frames:
+                if f.is_corrupt:
+                    if not self._damaged:
+                        self._damaged = True
+                        raise IndexMismatch("the decoder flagged a damaged frame")
+                    self._errors.append(_frame_pos(f) or 0)
                 fpos = _frame_pos(f)
                 if fpos is not None and 0 <= fpos < n_pkt:
                     if self._first_frame is None:
@@ -298,12 +316,17 @@ class SoftwareBackend(Backend):
         else:
             fpts, stamps = np.array(frame_pts, np.int64), "container"
         starts = compute_starts(frame_packet, pkt_pts, pkt_flags)
+        if self._errors:
+            pkt_flags = _mark_damaged(pkt_flags, frame_packet, starts, self._errors)
         index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, frame_packet, fpts, starts, tb,
-                           "decode", stamps)
+                           "decode", stamps, damaged=self._damaged)
         index.validate()
         return index
 
     def use_index(self, index: FrameIndex) -> None:
+        if index.damaged and not self._damaged:
+            self._damaged = True
+            self._open_container()  # threading is fixed when the decoder opens
         self._index = index
         pos = index.pkt_pos
         self._pos_known = bool(np.all(pos >= 0)) and len(np.unique(pos)) == len(pos)
@@ -354,8 +377,13 @@ class SoftwareBackend(Backend):
             self._next_pos += 1
             try:
                 frames = self._cc.decode(pkt)
-            except av.FFmpegError:
-                frames = []  # a damaged packet: whatever it broke shows up in the checks
+            except av.FFmpegError as e:
+                if not self._damaged:
+                    self._damaged = True
+                    self._open_container()
+                    raise IndexMismatch(f"decoder error ({e}); re-index single-threaded") from e
+                frames = []  # as a sequential decode does: skip the packet, go on
+                self._errors.append(pos)
             yield pos, frames
 
     def _seek(self, start: int) -> None:
@@ -417,6 +445,9 @@ class SoftwareBackend(Backend):
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
+        if self._index is not None and self._index.is_damaged(index):
+            raise DecodeError(f"{self._path}: frame {index} is damaged in the source (the decoder "
+                              "reported errors in its group of pictures); no exact picture exists")
         frame = self._kept.get(index)
         if frame is None:
             frame = self._decode_frame(index)
@@ -496,6 +527,12 @@ class SoftwareBackend(Backend):
             return None
         if not sequential and idx.frame_start[j] < self._run_start:
             return None  # a leading picture that needs an earlier keyframe: not valid from here
+        if f.is_corrupt and sequential and not self._damaged:
+            # Concealed decoder errors: a frame-threaded decode of a damaged stream need not
+            # match a sequential one. Re-index and decode single-threaded from now on.
+            self._damaged = True
+            self._open_container()
+            raise IndexMismatch("the decoder flagged a damaged frame; re-index single-threaded")
         if j != self._expected or (not sequential and f.is_corrupt):
             if not sequential:
                 # Only a decode from the very start defines the truth; from a mid-stream start
@@ -526,6 +563,25 @@ class SoftwareBackend(Backend):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def _mark_damaged(pkt_flags: np.ndarray, frame_packet: np.ndarray, starts: np.ndarray,
+                  errors: list[int]) -> np.ndarray:
+    """Flag the frames a decoder error can have touched.
+
+    Those are the frames from the erroneous packet (decode order) to the next keyframe, and the
+    leading pictures of that keyframe, which still reference the damaged group. Frames decoded
+    before the error cannot depend on it: references only point to earlier decoded pictures.
+    """
+    flags = pkt_flags.copy()
+    keys = np.flatnonzero(pkt_flags & KEY)
+    bounds = np.concatenate([[0], keys, [len(pkt_flags)]])
+    for e in set(errors):
+        k = int(np.searchsorted(bounds, e, side="right")) - 1
+        lo, hi = bounds[k], bounds[k + 1]
+        hit = (frame_packet >= e) & ((frame_packet < hi) | ((starts >= lo) & (starts < hi)))
+        flags[frame_packet[hit]] |= DAMAGED
+    return flags
 
 
 def _chain_one(first: Any, rest: Any) -> Any:

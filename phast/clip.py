@@ -74,9 +74,9 @@ class _Session:
                               "options": self.options})
         raise_for_error(reply, proc)
         if self.index is not None:
-            msg: dict[str, Any] = {"op": "adopt", "session": self.id, "index": self.index.header()}
-            if self.playhead is not None:
-                msg["warm"] = self.playhead  # a restarted worker resumes at the playhead
+            # No separate warm-up: after a restart the interrupted request (the playhead) is
+            # retried first, and that positions the new decoder exactly where the editor is.
+            msg = {"op": "adopt", "session": self.id, "index": self.index.header()}
             reply, _ = proc.call(msg, self.index.blobs())
             raise_for_error(reply, proc)
 
@@ -96,7 +96,7 @@ class _Session:
             key = (self.id, slot.id)
             job = next(self._jobs)
             msg = {"op": "frame", "session": self.id, "job": job, "index": i, "format": fmt,
-                   "slot": slot.id, "size": slot.size}
+                   "slot": slot.id, "size": slot.size, "attempt": self.failures[i]}
             fds = None if key in proc.mapped else [slot.fd]
             try:
                 reply, _ = proc.call(msg, fds=fds)  # type: ignore[list-item]
@@ -112,6 +112,9 @@ class _Session:
                     self.run_index(proc, full_decode=True)
                     reindexed = True
                     _replace_stored(self)
+                    if i >= self.index.frame_count:
+                        raise DecodeError(f"{self.path}: frame {i} does not exist in a sequential "
+                                          f"decode, which gives {self.index.frame_count} frames")
                     continue
                 raise_for_error(reply, proc)
                 return self._frame_from_record(reply, job, i, fmt, slot)
@@ -305,7 +308,7 @@ class Clip:
         else:
             avg = Fraction(*rate) if rate else Fraction(0)
         return ClipInfo(
-            path=s.path, stream=s.stream, codec=src["codec"], width=src["width"],
+            path=s.path, stream=s.stream, stream_index=src["stream_index"], codec=src["codec"], width=src["width"],
             height=src["height"], pix_fmt=src["pix_fmt"], bit_depth=src["bit_depth"],
             frame_count=count, time_base=idx.time_base, start_time=start, duration=duration,
             average_rate=avg, is_vfr=idx.is_vfr(), keyframes=tuple(int(k) for k in

@@ -31,6 +31,10 @@ from .errors import MediaError
 NOPTS = np.iinfo(np.int64).min  #: marks a missing timestamp in the int64 arrays
 KEY = 1  #: ``pkt_flags`` bit: the packet starts a decodable picture (keyframe)
 DISCARD = 2  #: ``pkt_flags`` bit: decoded for reference but not displayed (edit lists)
+#: ``pkt_flags`` bit: the frame of this packet lies in a stretch where the decoder reported errors.
+#: Its pixels depend on decoder internals (error concealment over recycled buffers), so no exact
+#: picture exists: such frames are refused with a DecodeError rather than served.
+DAMAGED = 4
 
 _ARRAYS = ("pkt_pts", "pkt_dts", "pkt_pos", "pkt_flags", "frame_packet", "frame_pts", "frame_start")
 _DTYPES = {name: np.dtype(np.uint8 if name == "pkt_flags" else np.int64) for name in _ARRAYS}
@@ -51,6 +55,9 @@ class FrameIndex:
     time_base: Fraction
     method: str  #: "demux" or "decode"
     timestamps: str  #: "container" or "synthesized"
+    #: The decoder reported errors: decode single-threaded, as a plain sequential decode does
+    #: (frame threading is bit-exact on valid streams only).
+    damaged: bool = False
     frame_times: np.ndarray = field(init=False, repr=False)
     packet_frame: np.ndarray = field(init=False, repr=False)
 
@@ -79,6 +86,9 @@ class FrameIndex:
         own = self.frame_start == self.frame_packet
         key = (self.pkt_flags[self.frame_packet] & KEY) != 0
         return np.flatnonzero(own & key)
+
+    def is_damaged(self, i: int) -> bool:
+        return bool(self.pkt_flags[self.frame_packet[i]] & DAMAGED)
 
     def frame_time(self, i: int) -> float:
         return float(self.frame_times[i])
@@ -149,6 +159,7 @@ class FrameIndex:
             "time_base": [self.time_base.numerator, self.time_base.denominator],
             "method": self.method,
             "timestamps": self.timestamps,
+            "damaged": self.damaged,
             "lengths": {name: len(getattr(self, name)) for name in _ARRAYS},
         }
 
@@ -176,6 +187,7 @@ class FrameIndex:
                 time_base=Fraction(num, den),
                 method=str(header["method"]),
                 timestamps=str(header["timestamps"]),
+                damaged=header.get("damaged") is True,
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
             raise MediaError(f"malformed frame index: {e}") from e

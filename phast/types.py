@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal, get_args
@@ -58,7 +59,8 @@ class ClipInfo:
     """
 
     path: str
-    stream: int  #: index of the stream among the source's streams
+    stream: int  #: video stream number as passed to ``phast.open`` (0 = first video stream)
+    stream_index: int  #: index of that stream among all of the source's streams
     codec: str
     width: int  #: coded size of frame 0 (a stream may change size mid-way)
     height: int
@@ -82,7 +84,10 @@ class ClipInfo:
 
     @property
     def keyframe_interval(self) -> tuple[int, float, int]:
-        """(min, mean, max) frames between consecutive keyframes; (n, n, n) with one keyframe."""
-        k = list(self.keyframes) + [self.frame_count]
-        gaps = [b - a for a, b in zip(k, k[1:], strict=False) if b > a] or [self.frame_count]
+        """(min, mean, max) frames between consecutive keyframes.
+
+        With fewer than two keyframes there is no interval: (n, n, n) with n = frame_count.
+        """
+        k = self.keyframes
+        gaps = [b - a for a, b in itertools.pairwise(k)] or [self.frame_count]
         return (min(gaps), sum(gaps) / len(gaps), max(gaps))

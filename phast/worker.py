@@ -75,13 +75,6 @@ class Worker:
 
     def op_adopt(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         self.sessions[msg["session"]].use_index(FrameIndex.from_parts(msg["index"], blobs))
-        warm = msg.get("warm")
-        if isinstance(warm, int):  # resume at the playhead after a restart
-            scratch = bytearray(0)
-            try:
-                self.sessions[msg["session"]].decode(warm, "native", memoryview(scratch))
-            except Exception:  # noqa: BLE001 - SlotTooSmall is expected: the frame is decoded now
-                pass
         self.reply({"ok": True})
 
     def op_frame(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
@@ -162,4 +155,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # Run from the importable module, not from __main__: backends that look at
+    # ``phast.worker.current_job`` must see the same module the loop updates.
+    from phast.worker import main as _main
+
+    sys.exit(_main(sys.argv))

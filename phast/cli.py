@@ -1,0 +1,422 @@
+"""The ``phast`` command line: ``phast info``, ``phast frame`` and ``phast backends``.
+
+``import phast.cli`` is light: numpy, PyAV and the worker machinery load only when a subcommand
+needs them, and the CLI process itself never decodes (workers do) nor imports a backend (probes
+run in a child interpreter).
+
+Errors: every :class:`phast.PhastError` (and an unwritable output path) is reported as one line
+``phast: error: <message>`` on stderr. The exit status is 2 for bad arguments and missing inputs
+(as for argparse's own errors) and 1 for everything else (media errors, worker failures, I/O).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import (
+    BackendNotFound,
+    FrameOutOfRange,
+    InvalidArgument,
+    PhastError,
+    SourceNotFound,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .clip import Clip
+
+PROG = "phast"
+
+#: Errors that mean "the command line was wrong" (exit status 2, like argparse's own errors).
+USAGE_ERRORS: tuple[type[PhastError], ...] = (
+    SourceNotFound,
+    InvalidArgument,
+    FrameOutOfRange,
+    BackendNotFound,
+)
+
+#: Output formats ``phast frame`` can store in a PNG as they are (no conversion in the CLI).
+PNG_FORMATS: tuple[str, ...] = ("rgb24", "rgba", "gray", "gray16le", "rgb48le")
+
+#: Seconds one backend probe may take before it is reported unavailable.
+DEFAULT_PROBE_TIMEOUT = 30.0
+
+_PROBE_MARK = "PHAST-PROBE-RESULT:"
+
+#: Run by ``python -c`` in a child interpreter: import one backend class and print its probe.
+_PROBE_SCRIPT = f"""
+import importlib, json, sys
+spec = sys.argv[1]
+try:
+    module, _, qualname = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    result = obj.probe()
+    out = {{"available": bool(getattr(result, "available", False)),
+            "reason": str(getattr(result, "reason", "") or ""),
+            "details": dict(getattr(result, "details", None) or {{}})}}
+except BaseException as e:
+    out = {{"available": False, "reason": f"{{type(e).__name__}}: {{e}}", "details": {{}}}}
+sys.stdout.write("\\n{_PROBE_MARK}" + json.dumps(out, default=str) + "\\n")
+sys.stdout.flush()
+"""
+
+
+class CommandError(Exception):
+    """A failure outside phast itself (e.g. the output file), reported like a PhastError."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- formatting helpers ----------------------------------------------------------------------
+
+
+def _ratio(value: Fraction) -> str:
+    """A Fraction as ``"num/den"`` (always both parts, unlike ``str(Fraction(30))``)."""
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.splitlines()) if message else ""
+
+
+def info_dict(clip: Clip) -> dict[str, Any]:
+    """Everything ``phast info`` reports, as JSON-ready plain data (Fractions as "num/den")."""
+    info = clip.info
+    kmin, kmean, kmax = info.keyframe_interval
+    return {
+        "path": info.path,
+        "streams": [
+            {"index": s.index, "type": s.type, "codec": s.codec, "width": s.width,
+             "height": s.height, "pix_fmt": s.pix_fmt}
+            for s in info.streams
+        ],
+        "stream": info.stream,
+        "stream_index": info.stream_index,
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "pix_fmt": info.pix_fmt,
+        "bit_depth": info.bit_depth,
+        "frame_count": info.frame_count,
+        "duration": info.duration,
+        "start_time": info.start_time,
+        "average_rate": _ratio(info.average_rate),
+        "is_vfr": info.is_vfr,
+        "time_base": _ratio(info.time_base),
+        "rotation": info.rotation,
+        "keyframe_count": len(info.keyframes),
+        "keyframe_interval": {"min": kmin, "mean": kmean, "max": kmax},
+        "index_method": info.index_method,
+        "timestamps": info.timestamps,
+        "backend": clip.backend,
+    }
+
+
+def format_info(data: dict[str, Any]) -> str:
+    """The human-readable ``phast info`` report of an :func:`info_dict`."""
+    lines = [f"path: {data['path']}", "streams:"]
+    for s in data["streams"]:
+        row = f"  #{s['index']} {s['type']:<9} {s['codec']}"
+        if s.get("width") and s.get("height"):
+            row += f" {s['width']}x{s['height']}"
+        if s.get("pix_fmt"):
+            row += f" {s['pix_fmt']}"
+        if s["index"] == data["stream_index"]:
+            row += "  <- selected"
+        lines.append(row)
+    if not data["streams"]:
+        lines.append("  (not reported by the backend)")
+    rate = Fraction(data["average_rate"])
+    ki = data["keyframe_interval"]
+    fields = [
+        ("codec", data["codec"]),
+        ("size", f"{data['width']}x{data['height']}"),
+        ("pix_fmt", data["pix_fmt"]),
+        ("bit depth", data["bit_depth"]),
+        ("frames", data["frame_count"]),
+        ("duration", f"{data['duration']:.6f} s"),
+        ("start time", f"{data['start_time']:.6f} s"),
+        ("average rate", f"{data['average_rate']} ({float(rate):.6g} fps)"),
+        ("VFR", "yes" if data["is_vfr"] else "no"),
+        ("time base", data["time_base"]),
+        ("rotation", f"{data['rotation']} degrees (metadata)"),
+        ("keyframes", data["keyframe_count"]),
+        ("keyframe interval", f"min {ki['min']}, mean {ki['mean']:.2f}, max {ki['max']} frames"),
+        ("index method", data["index_method"]),
+        ("timestamps", data["timestamps"]),
+        ("backend", data["backend"]),
+    ]
+    lines.append(f"video stream {data['stream']}:")
+    width = max(len(name) for name, _ in fields) + 1
+    lines.extend(f"  {name + ':':<{width}} {value}" for name, value in fields)
+    return "\n".join(lines)
+
+
+# -- PNG -----------------------------------------------------------------------------------
+
+
+def _png_chunk(tag: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(tag + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", crc)
+
+
+def encode_png(array: np.ndarray, level: int = 6) -> bytes:
+    """Encode a packed image as PNG: ``(h, w)`` gray or ``(h, w, c)`` with c in 1..4.
+
+    uint8 arrays give 8-bit samples, uint16 arrays (any byte order) 16-bit ones. Filter 0 and
+    zlib only: lossless, so decoding the file gives back ``array`` exactly.
+    """
+    import numpy as np
+
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or array.shape[0] < 1 \
+            or array.shape[1] < 1:
+        raise ValueError(f"cannot store an array of shape {array.shape} as PNG")
+    height, width, channels = array.shape
+    if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
+        raise ValueError(f"cannot store {array.dtype} samples as PNG")
+    depth = 8 * array.dtype.itemsize
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    samples = np.ascontiguousarray(array, dtype=">u2" if depth == 16 else np.uint8)
+    rows = samples.reshape(height, width * channels).view(np.uint8)
+    raw = np.zeros((height, rows.shape[1] + 1), dtype=np.uint8)  # column 0: filter type 0
+    raw[:, 1:] = rows
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    return b"".join((
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", header),
+        _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
+        _png_chunk(b"IEND", b""),
+    ))
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Clip:
+    from .clip import open as open_clip
+
+    return open_clip(args.file, stream=args.stream, backend=args.backend,
+                     cache_dir=args.cache_dir)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``phast info``: describe the source and its selected video stream."""
+    with _open(args) as clip:
+        data = info_dict(clip)
+    print(json.dumps(data, indent=2) if args.json else format_info(data))
+    return 0
+
+
+def cmd_frame(args: argparse.Namespace) -> int:
+    """``phast frame``: decode one frame (by index or time) and write it as a PNG."""
+    with _open(args) as clip:
+        frame = clip.frame(args.index, format=args.format) if args.index is not None \
+            else clip.frame_at(args.time, format=args.format)
+        with frame:
+            png = encode_png(frame.array)
+            index, pts, time, quality = frame.index, frame.pts, frame.time, frame.quality
+    try:
+        with open(args.output, "wb") as f:
+            f.write(png)
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    print(f"frame: {index}")
+    print(f"pts: {pts}")
+    print(f"time: {time!r}")  # full precision: --time with this value selects this frame
+    print(f"quality: {quality}")
+    print(f"output: {args.output}")
+    return 0
+
+
+def probe_backend(spec: str, timeout: float = DEFAULT_PROBE_TIMEOUT) -> dict[str, Any]:
+    """Import backend ``spec`` in a child interpreter and return its probe as plain data.
+
+    Never raises: an import error, a crash or a timeout is an unavailable backend with a reason.
+    The child sees the same ``sys.path`` as this process.
+    """
+    import signal
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.exists(p))
+    try:
+        # Own session: a timed-out probe is killed with everything it started (no pipe held open).
+        child = subprocess.Popen([sys.executable, "-c", _PROBE_SCRIPT, spec], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, errors="replace",
+                                 start_new_session=True)
+    except OSError as e:
+        return {"available": False, "reason": f"cannot start a probe process: {e}",
+                "details": {}}
+    with child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.communicate(timeout=5)
+            return {"available": False, "reason": f"probe timed out after {timeout:g} s",
+                    "details": {}}
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(_PROBE_MARK):
+            try:
+                result = json.loads(line[len(_PROBE_MARK):])
+            except ValueError:
+                break
+            if isinstance(result, dict):
+                return {"available": result.get("available") is True,
+                        "reason": str(result.get("reason") or ""),
+                        "details": result.get("details") if isinstance(result.get("details"),
+                                                                       dict) else {}}
+            break
+    from .supervisor import describe_exit
+
+    tail = (stderr.strip().splitlines() or [""])[-1]
+    reason = f"probe process failed ({describe_exit(child.returncode)})"
+    return {"available": False, "reason": f"{reason}: {tail}" if tail else reason, "details": {}}
+
+
+def list_backends(timeout: float = DEFAULT_PROBE_TIMEOUT,
+                  probe: Callable[[str, float], dict[str, Any]] = probe_backend,
+                  ) -> list[dict[str, Any]]:
+    """Every registered backend with its origin and probe result, probed concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import registry
+
+    table = sorted(registry.available().items())
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(table)))) as ex:
+        results = list(ex.map(lambda item: probe(item[1], timeout), table))
+    return [
+        {"name": name, "spec": spec,
+         "origin": "built-in" if registry.BUILTIN.get(name) == spec else "plugin", **result}
+        for (name, spec), result in zip(table, results, strict=True)
+    ]
+
+
+def _status(entry: dict[str, Any]) -> str:
+    if not entry["available"]:
+        return f"unavailable: {_one_line(entry['reason']) or 'no reason given'}"
+    details = ", ".join(f"{k} {v}" for k, v in entry["details"].items())
+    return f"available ({details})" if details else "available"
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    """``phast backends``: registered backends and whether each can run on this host."""
+    entries = list_backends(args.timeout)
+    if args.json:
+        print(json.dumps(entries, indent=2, default=str))
+        return 0
+    if not entries:
+        print("no backends registered")
+        return 0
+    rows = [("NAME", "ORIGIN", "SPEC", "STATUS")]
+    rows += [(e["name"], e["origin"], e["spec"], _status(e)) for e in entries]
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+              + "  " + row[3])
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="the media file")
+    p.add_argument("--stream", metavar="K", type=_non_negative_int, default=0,
+                   help="video stream number (0 = first video stream; default 0)")
+    p.add_argument("--backend", metavar="NAME", default="auto",
+                   help="backend name (see 'phast backends'; default auto)")
+    p.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="frame index cache directory (default: the user cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``phast`` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Exact random frame access from sandboxed decoder workers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="describe a source and its video stream",
+                       description="Describe a source's streams and its selected video stream.")
+    _add_source_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("frame", help="write one frame as a PNG",
+                       description="Decode one frame exactly and write it as a PNG.")
+    _add_source_options(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", metavar="N", type=int,
+                       help="display index (negative counts from the end)")
+    which.add_argument("--time", metavar="T", type=float,
+                       help="seconds on the stream clock (the 'time' printed by info/frame): "
+                            "the frame shown at that time")
+    p.add_argument("-o", "--output", metavar="OUT.png", required=True, help="PNG file to write")
+    p.add_argument("--format", choices=PNG_FORMATS, default="rgb24",
+                   help="pixel format of the PNG (default rgb24)")
+    p.set_defaults(func=cmd_frame)
+
+    p = sub.add_parser("backends", help="list registered backends and probe them",
+                       description="List registered backends; each is probed in a child "
+                                   "process.")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--timeout", metavar="SECONDS", type=_positive_float,
+                   default=DEFAULT_PROBE_TIMEOUT,
+                   help=f"seconds each probe may take (default {DEFAULT_PROBE_TIMEOUT:g})")
+    p.set_defaults(func=cmd_backends)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``phast`` command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+        return status
+    except PhastError as e:
+        message, status = str(e) or type(e).__name__, 2 if isinstance(e, USAGE_ERRORS) else 1
+    except CommandError as e:
+        message, status = str(e), e.status
+    except KeyboardInterrupt:
+        return 130
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
