@@ -18,6 +18,7 @@ import signal
 from typing import Any
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 
 #: Default worker limits; ``PHAST_WORKER_MEMORY`` (bytes) overrides the address-space cap.
 DEFAULT_LIMITS: dict[str, int] = {
@@ -34,6 +35,17 @@ def _prctl_no_new_privs() -> str:
         return "active"
     except OSError as e:
         return f"unavailable: {e}"
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker when the editor dies, even mid-decode (a hang)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass  # the closed control socket still ends an idle worker
+    if os.getppid() != parent_pid:  # the editor died before the prctl took effect
+        os._exit(0)
 
 
 def _limit(which: int, value: int) -> None:

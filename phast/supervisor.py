@@ -103,7 +103,7 @@ class Process:
         try:
             # spawn (fork+exec of a fresh interpreter), never a bare fork of the editor
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "phast.worker", str(child.fileno())],
+                [sys.executable, "-m", "phast.worker", str(child.fileno()), str(os.getpid())],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, env=_worker_env(config), close_fds=True, start_new_session=True,
             )

@@ -145,6 +145,8 @@ class Worker:
 
 def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
+    if len(argv) > 2:
+        sandbox.die_with_parent(int(argv[2]))
     limits = {}
     if os.environ.get("PHAST_WORKER_MEMORY"):
         limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
