@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any
@@ -85,7 +86,7 @@ def frame_planes(frame: av.VideoFrame) -> list[np.ndarray]:
 
 
 def write_frame(frame: av.VideoFrame, format: str, out: memoryview) -> DecodedFrame:
-    """Convert ``frame`` to ``format`` (swscale, as ``to_ndarray`` does) and pack it into ``out``."""
+    """Convert ``frame`` to ``format`` (swscale, as ``to_ndarray`` does); pack it into ``out``."""
     if format == "native":
         src = frame
         itemsize = 2 if max((c.bits for c in frame.format.components), default=8) > 8 else 1
@@ -309,7 +310,7 @@ class SoftwareBackend(Backend):
             raise MediaError(f"{self._path}: a packet decoded to several frames; unsupported")
         frame_packet = np.array(shown, np.int64)
         if any(p is None for p in frame_pts) or any(
-            b < a for a, b in zip(frame_pts, frame_pts[1:], strict=False)  # type: ignore[operator]
+            b < a for a, b in itertools.pairwise(frame_pts)  # type: ignore[operator]
         ):
             rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
             fpts, stamps = synthesize_pts(len(shown), Fraction(rate), tb), "synthesized"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import math
@@ -23,7 +24,6 @@ from .errors import (
     DecodeError,
     FrameOutOfRange,
     FrameQuarantined,
-    IndexMismatch,
     InvalidArgument,
     MediaError,
     PhastError,
@@ -97,9 +97,9 @@ class _Session:
             job = next(self._jobs)
             msg = {"op": "frame", "session": self.id, "job": job, "index": i, "format": fmt,
                    "slot": slot.id, "size": slot.size, "attempt": self.failures[i]}
-            fds = None if key in proc.mapped else [slot.fd]
+            fds = None if key in proc.mapped or slot.fd is None else [slot.fd]
             try:
-                reply, _ = proc.call(msg, fds=fds)  # type: ignore[list-item]
+                reply, _ = proc.call(msg, fds=fds)
                 proc.mapped.add(key)
                 if reply.get("error") and reply.get("type") == "SlotTooSmall":
                     need = _check_needed(reply.get("needed"), slot.size)
@@ -112,9 +112,10 @@ class _Session:
                     self.run_index(proc, full_decode=True)
                     reindexed = True
                     _replace_stored(self)
-                    if i >= self.index.frame_count:
+                    count = self.index.frame_count if self.index is not None else 0
+                    if i >= count:
                         raise DecodeError(f"{self.path}: frame {i} does not exist in a sequential "
-                                          f"decode, which gives {self.index.frame_count} frames")
+                                          f"decode, which gives {count} frames")
                     continue
                 raise_for_error(reply, proc)
                 return self._frame_from_record(reply, job, i, fmt, slot)
@@ -203,10 +204,8 @@ class _Session:
                 return
             self.closed = True
         job = Job(lambda proc: _close_remote(proc, self.id))
-        try:
+        with contextlib.suppress(Exception):
             self.worker.submit(job).result(timeout=10)
-        except Exception:  # noqa: BLE001 - closing must not fail; the worker may be gone
-            pass
         self.pool.release(self.worker, self.id)
         self.slots.close()
 
@@ -308,8 +307,9 @@ class Clip:
         else:
             avg = Fraction(*rate) if rate else Fraction(0)
         return ClipInfo(
-            path=s.path, stream=s.stream, stream_index=src["stream_index"], codec=src["codec"], width=src["width"],
-            height=src["height"], pix_fmt=src["pix_fmt"], bit_depth=src["bit_depth"],
+            path=s.path, stream=s.stream, stream_index=src["stream_index"], codec=src["codec"],
+            width=src["width"], height=src["height"], pix_fmt=src["pix_fmt"],
+            bit_depth=src["bit_depth"],
             frame_count=count, time_base=idx.time_base, start_time=start, duration=duration,
             average_rate=avg, is_vfr=idx.is_vfr(), keyframes=tuple(int(k) for k in
                                                                      idx.keyframes()),

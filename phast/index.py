@@ -169,7 +169,7 @@ class FrameIndex:
 
     @classmethod
     def from_parts(cls, header: dict[str, Any], blobs: list[bytes]) -> FrameIndex:
-        """Rebuild from :meth:`header` and :meth:`blobs`; raises :class:`MediaError` if malformed."""
+        """Rebuild from :meth:`header` and :meth:`blobs`; :class:`MediaError` if malformed."""
         try:
             lengths = header["lengths"]
             if len(blobs) != len(_ARRAYS):

@@ -62,7 +62,8 @@ def _recv_exact(sock: socket.socket, n: int, fds: list[int] | None = None) -> by
     return bytes(buf)
 
 
-def recv(sock: socket.socket, *, max_blobs: int = MAX_BLOBS) -> tuple[dict[str, Any], list[bytes], list[int]]:
+def recv(sock: socket.socket, *,
+         max_blobs: int = MAX_BLOBS) -> tuple[dict[str, Any], list[bytes], list[int]]:
     """Receive one message: (record, blobs, fds). Raises :class:`ProtocolViolation` if malformed."""
     fds: list[int] = []
     head = _recv_exact(sock, _HEADER.size, fds)

@@ -44,7 +44,7 @@ def plugins() -> dict[str, str]:
     """Entry-point backends (name -> spec); empty when disabled by ``PHAST_NO_PLUGINS``."""
     if os.environ.get("PHAST_NO_PLUGINS"):
         return {}
-    found = {}
+    found: dict[str, str] = {}
     for ep in entry_points(group="phast.backends"):
         found.setdefault(ep.name, ep.value)
     return found

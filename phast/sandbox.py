@@ -49,7 +49,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _limit(which: int, value: int) -> None:
-    soft, hard = resource.getrlimit(which)
+    _soft, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))

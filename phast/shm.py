@@ -18,6 +18,7 @@ recycled once the caller's arrays are gone too.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import mmap
@@ -54,10 +55,9 @@ class Slot:
             os.close(self.fd)
             self.fd = None
         self.buffer = np.empty(0, np.uint8)
-        try:
+        # A caller may still hold an array on it: then the mapping dies with that array.
+        with contextlib.suppress(BufferError):
             self.map.close()
-        except BufferError:
-            pass  # a caller still holds an array on it; the mapping dies with that array
 
 
 class Lease:

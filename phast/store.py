@@ -71,7 +71,7 @@ class IndexStore:
         key = self._key(identity, backend, stream)
         try:
             payload = _unseal(self._cache.get(key))
-        except Exception:  # noqa: BLE001 - a broken cache file is a miss
+        except Exception:
             payload = None
         if payload is None:
             return None

@@ -314,7 +314,7 @@ class Worker:
                 if final is not None:
                     job.future.set_exception(final)
                     return
-            except BaseException as e:  # noqa: BLE001 - delivered to the waiting caller
+            except BaseException as e:
                 job.future.set_exception(e)
                 return
 

@@ -137,7 +137,7 @@ class Worker:
             except PhastError as e:
                 self.reply({"error": True, "type": type(e).__name__, "message": str(e),
                             "job": msg.get("job", 0)})
-            except Exception as e:  # noqa: BLE001 - anything else: the backend is broken
+            except Exception as e:
                 self.reply({"error": True, "type": "BackendError", "job": msg.get("job", 0),
                             "message": f"{type(e).__name__}: {e}",
                             "trace": traceback.format_exc(limit=8)[-4000:]})

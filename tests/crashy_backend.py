@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from phast import worker
-from phast.backends.base import DecodedFrame, PlaneLayout
+from phast.backends.base import DecodedFrame
 from phast.backends.software import SoftwareBackend
+
+from phast import worker
 
 
 def _segfault() -> None:

@@ -36,7 +36,7 @@ def test_array_is_a_read_only_view_of_a_leased_slot(make, cache_dir, pool) -> No
         assert not f.array.flags.writeable
         with pytest.raises(ValueError):
             f.array[0, 0, 0] = 1
-        assert "array" not in repr(f) and f"index=3" in repr(f)
+        assert "array" not in repr(f) and "index=3" in repr(f)
 
 
 def test_derived_arrays_keep_the_slot_until_they_are_gone(make, cache_dir, pool) -> None:
