@@ -59,6 +59,10 @@ except ImportError as e:  # pragma: no cover - av is a core dependency
 
 #: Frames decoded from the start and compared with a demux-built index before it is trusted.
 VERIFY_FRAMES = 48
+#: Decoders that apply ``skip_frame`` to exactly the packets sent while it is set (FFmpeg's own
+#: frame-threaded decoders copy it per packet). Wrappers with their own pipelines (libdav1d,
+#: libvpx) apply it late or early, so they never skip.
+PRECISE_SKIP = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 192 << 20
 
@@ -150,6 +154,7 @@ class SoftwareBackend(Backend):
         self._stream_number = stream
         self._progress = progress
         self._threads = int(options.get("threads", 0))
+        self._skip_nonref = bool(options.get("skip_nonref", True))
         self._keep_bytes = int(options.get("keep_bytes", DEFAULT_KEEP_BYTES))
         self._container: Any = None
         self._damaged = False
@@ -157,6 +162,7 @@ class SoftwareBackend(Backend):
         self._open_container()
         self._kept: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._kept_bytes = 0
+        self._frame_bytes = 0
         self._index: FrameIndex | None = None
         self._first_frame: Any = None
         self._avoid: dict[int, int] = {}  # frame -> a start packet it must decode from before
@@ -202,6 +208,7 @@ class SoftwareBackend(Backend):
         self._expected = 0  # display index the next valid frame must have
         self._synced = False
         self._eof = False
+        self._skip_until = 0  # packets before this position are fed with skip_frame=NONREF
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -360,6 +367,7 @@ class SoftwareBackend(Backend):
                 return pkt
 
     def _rewind(self) -> None:
+        self._skip_until = 0
         self._open_container()
         self._packets = self._container.demux(self._stream)
         self._next_pos = 0
@@ -376,6 +384,9 @@ class SoftwareBackend(Backend):
             pos = self._next_pos
             pkt.opaque = _Tag(pos)
             self._next_pos += 1
+            mode = "NONREF" if pos < self._skip_until else "DEFAULT"
+            if mode != self._cc.skip_frame:
+                self._cc.skip_frame = mode
             try:
                 frames = self._cc.decode(pkt)
             except av.FFmpegError as e:
@@ -468,6 +479,7 @@ class SoftwareBackend(Backend):
         while True:
             if not warm:
                 self._seek(start)
+                self._skip_until = self._skip_boundary(i, start)
             warm = False
             try:
                 frame = self._decode_run(i)
@@ -481,6 +493,22 @@ class SoftwareBackend(Backend):
                 raise DecodeError(f"{self._path}: frame {i} cannot be decoded (damaged source?)")
             self._avoid[i] = min(self._avoid.get(i, start), start)
             start = self._start_for(i)
+
+    def _skip_boundary(self, i: int, start: int) -> int:
+        """Packets before this position need not be shown: decode them with NONREF skipping.
+
+        Frames no other frame references and that precede the target are pure waste on the way
+        to it. The last stretch before the target is decoded in full anyway, as much as the kept
+        frames can hold, so stepping backward from the target stays a copy and not a decode.
+        """
+        if (not self._skip_nonref or self._damaged or self._index is None
+                or self._cc.codec.name not in PRECISE_SKIP):
+            return 0
+        target = int(self._index.frame_packet[i])
+        # before anything is kept, assume 8-bit 4:2:0 at the coded size
+        frame_bytes = max(1, self._frame_bytes or self._cc.width * self._cc.height * 3 // 2)
+        window = max(16, self._keep_bytes // frame_bytes)
+        return max(start, target - window)
 
     def _start_for(self, i: int) -> int:
         """The index's start packet for frame ``i``, or an earlier keyframe if that one failed."""
@@ -534,6 +562,8 @@ class SoftwareBackend(Backend):
             self._damaged = True
             self._open_container()
             raise IndexMismatch("the decoder flagged a damaged frame; re-index single-threaded")
+        if j > self._expected and self._skipped(self._expected, j):
+            self._expected = j  # non-reference frames skipped on purpose (see _skip_boundary)
         if j != self._expected or (not sequential and f.is_corrupt):
             if not sequential:
                 # Only a decode from the very start defines the truth; from a mid-stream start
@@ -547,10 +577,17 @@ class SoftwareBackend(Backend):
         self._keep(j, f)
         return j
 
+    def _skipped(self, first: int, stop: int) -> bool:
+        """Were frames ``first`` .. ``stop - 1`` all fed with NONREF skipping?"""
+        assert self._index is not None
+        packets = self._index.frame_packet[first:stop]
+        return bool(len(packets)) and int(packets.max()) < self._skip_until
+
     def _keep(self, j: int, f: Any) -> None:
         size = sum(p.buffer_size for p in f.planes)
         self._kept[j] = f
         self._kept_bytes += size
+        self._frame_bytes = size
         while self._kept_bytes > self._keep_bytes and len(self._kept) > 1:
             _, old = self._kept.popitem(last=False)
             self._kept_bytes -= sum(p.buffer_size for p in old.planes)
