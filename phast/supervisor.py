@@ -278,6 +278,7 @@ class Worker:
                     break
                 if not self._queue:
                     if not self.sessions and self.pool._retire(self):
+                        self._stopping = True  # nothing may be queued on a retired worker
                         break
                     continue
                 job = self._queue.popleft()
