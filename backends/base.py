@@ -145,6 +145,15 @@ class Backend(abc.ABC):
         disagrees with the index, raise :class:`~phast.errors.IndexMismatch`, never guess.
         """
 
+    def prefetch(self, index: int) -> bool:
+        """Optionally decode frame ``index`` ahead of a request, if that is cheap now.
+
+        Called while the worker is idle and the playhead moves forward. Return False when it
+        would not be cheap (the base implementation, and any backend without a warm decoder).
+        Must not raise for an index out of range; must not seek.
+        """
+        return False
+
     def close(self) -> None:  # noqa: B027 -- optional hook
         """Release decoder resources. Called once; the worker may exit right after."""
 

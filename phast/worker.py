@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import mmap
 import os
+import select
 import socket
 import sys
 import time
@@ -40,6 +41,7 @@ from phast.index import FrameIndex
 current_job: dict[str, Any] = {}
 
 BEAT_INTERVAL = 0.2
+READ_AHEAD = 3  #: frames decoded ahead of a forward-moving playhead while idle
 
 
 class Worker:
@@ -48,6 +50,8 @@ class Worker:
         self.sessions: dict[int, Any] = {}
         self.slots: dict[tuple[int, int], mmap.mmap] = {}
         self._last_beat = 0.0
+        self._last: dict[int, int] = {}  # last frame index served, per session
+        self._ahead: tuple[int, int, int] | None = None
 
     def beat(self) -> None:
         now = time.monotonic()
@@ -100,6 +104,36 @@ class Worker:
         record["planes"] = [[p["offset"], p["rows"], p["row_bytes"]] for p in record["planes"]]
         self.reply({"ok": True, "job": msg["job"], "index": msg["index"], "slot": msg["slot"],
                     "frame": record})
+        i = msg["index"]
+        if self._last.get(session) == i - 1:  # playing forward: read ahead
+            self._ahead = (session, i + 1, i + 1 + READ_AHEAD)
+        self._last[session] = i
+
+    def read_ahead(self) -> None:
+        """While no request is waiting, decode a few frames past a forward-moving playhead.
+
+        Playback asks for i, i+1, i+2...: decoding i+1 while the editor handles frame i overlaps
+        the two. The backend only continues its current decode run (``prefetch``), never seeks,
+        and a waiting request always comes first.
+        """
+        plan = self._ahead
+        self._ahead = None
+        if plan is None:
+            return
+        session, nxt, stop = plan
+        backend = self.sessions.get(session)
+        prefetch = getattr(backend, "prefetch", None)
+        if prefetch is None:
+            return
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        while nxt < stop and not poller.poll(0):
+            try:
+                if not prefetch(nxt):
+                    return
+            except Exception:  # the real request will meet the error, if any
+                return
+            nxt += 1
 
     def op_close(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions.pop(msg["session"], None)
@@ -114,6 +148,7 @@ class Worker:
         from phast.backends.base import SlotTooSmall as _SlotTooSmall
 
         while True:
+            self.read_ahead()
             try:
                 msg, blobs, fds = protocol.recv(self.sock)
             except protocol.ChannelClosed:
