@@ -1,28 +1,49 @@
 """The backend contract. These docstrings are the spec every backend, built-in or third-party,
-follows.
+follows; ``docs/plugins.md`` walks a plugin author through it, and :mod:`phast.testing` checks it.
 
-A backend turns one video stream of one source into frames, by display index. It runs inside a
-sandboxed worker process; phast owns everything else (processes, shared memory, validation,
-caching, deadlines). The worker calls, in order::
+A backend turns one video stream of one source into frames, by display index. A backend author
+writes decode logic only: phast owns the sandbox, the worker processes, shared memory, the frame
+index store, validation of everything a backend says, deadlines and retries. **Backend code only
+ever runs inside a sandboxed worker process** (never in the editor: the editor refers to a
+backend by its registry string ``"module:Class"`` and never imports it). One worker may serve
+several sources at once, each with its own backend instance, one request at a time.
 
-    probe()                          # class method: can this backend run on this host?
-    b = Backend(path, stream=k, options={...}, progress=beat)
-    b.describe()                     # plain facts about the stream
-    b.build_index() or b.use_index(index)
-    b.decode(i, format, out) ...     # any order, any number of times
-    b.close()
+Lifecycle (what the worker calls, in order)::
 
-Error signalling:
+    Backend.probe()                  # class method, once per worker process: can it run here?
+    b = Backend(path, stream=k, options={...}, progress=beat)   # open; or raise CannotHandle
+    b.describe()                     # plain facts about the stream (JSON data)
+    b.build_index()                  # first open of a source: scan it, return its FrameIndex
+      or b.use_index(index)          # later opens: adopt the index phast stored
+    b.decode(i, format, out) ...     # any order, any number of times, any frame
+    b.prefetch(i)                    # optional: cheap read-ahead while the worker is idle
+    b.close()                        # once; the process may exit right after
 
-* raise :class:`phast.errors.CannotHandle` from ``__init__`` when the input is not for this backend
-  (wrong codec, wrong container): the selector tries the next backend and records the reason;
-* raise :class:`phast.errors.MediaError` (or a subclass: ``NoVideoStream``, ``UnsupportedCodec``,
-  ``DecodeError``) for damaged or unusable input: the caller gets that error;
-* raise :class:`phast.errors.IndexMismatch` when decoded frames disagree with the index;
-* raise :class:`SlotTooSmall` from ``decode`` when ``out`` cannot hold the frame: phast grants a
-  bigger slot and calls ``decode`` again for the same frame;
-* anything else (and any crash or hang) is treated as a broken worker: restarted, retried, and the
-  frame quarantined if it fails twice.
+Probe: "not here" versus "broken"
+
+* ``probe()`` returns ``ProbeResult(False, "why, and the fix")`` when the backend cannot run on
+  this host (library or device missing). ``phast backends`` lists the reason; ``phast.open`` with
+  that backend raises :class:`~phast.errors.BackendUnavailable` with it.
+* A probe that *raises*, or a module that fails to import, is a broken plugin: reported the same
+  way (name, exception), and never affects other backends or the editor.
+
+Error signalling (from ``__init__``, ``build_index``, ``use_index``, ``decode``):
+
+* :class:`phast.errors.CannotHandle` -- "this input is not for me" (wrong container, codec or
+  pixel format): only from ``__init__``. ``backend="auto"`` tries the next backend and records the
+  reason; with an explicit backend the caller gets :class:`~phast.errors.UnsupportedCodec`.
+* :class:`phast.errors.MediaError` or a subclass (``NoVideoStream``, ``UnsupportedCodec``,
+  ``DecodeError``) -- the input is for this backend but damaged or unusable: the caller gets it.
+  ``DecodeError`` from ``decode`` refuses one frame; other frames keep working.
+* :class:`phast.errors.IndexMismatch` -- decoded frames disagree with the index: phast calls
+  ``build_index(full_decode=True)`` and retries.
+* :class:`SlotTooSmall` from ``decode`` -- ``out`` cannot hold the frame (raise it before
+  writing): phast grants a bigger buffer and calls ``decode`` again for the same frame.
+* :class:`phast.errors.InvalidArgument` from ``decode`` -- a ``format`` outside
+  :attr:`Backend.formats`.
+* Anything else, and any crash or hang, means a broken worker: it is killed, a fresh one retries
+  the request once, and a frame that fails twice is quarantined (``FrameQuarantined``). Never
+  catch-and-guess: wrong pixels are worse than an error.
 """
 
 from __future__ import annotations
@@ -31,16 +52,33 @@ import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from phast.index import FrameIndex
+from phast.errors import InvalidArgument, MediaError
+from phast.index import (
+    KEY,
+    NOPTS,
+    FrameIndex,
+    compute_starts,
+    display_order_from_pts,
+)
+from phast.types import OUTPUT_FORMATS, PACKED_LAYOUT
+
+#: Keys every :meth:`Backend.describe` result has (``streams`` and ``stream_index`` too).
+DESCRIBE_KEYS: tuple[str, ...] = ("codec", "width", "height", "pix_fmt", "bit_depth",
+                                  "average_rate", "rotation", "stream_index", "streams")
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Whether a backend can run on this host; ``reason`` says why not (and how to fix it)."""
+    """Whether a backend can run on this host; ``reason`` says why not (and how to fix it).
+
+    ``details`` is plain data shown by ``phast backends`` (library versions, device names).
+    """
 
     available: bool
     reason: str = ""
@@ -48,7 +86,10 @@ class ProbeResult:
 
 
 class SlotTooSmall(Exception):
-    """Raised by :meth:`Backend.decode` when ``out`` is smaller than the frame needs."""
+    """Raised by :meth:`Backend.decode` when ``out`` is smaller than the frame needs.
+
+    ``needed`` is the number of bytes the frame needs in the requested format.
+    """
 
     def __init__(self, needed: int) -> None:
         super().__init__(f"frame needs {needed} bytes")
@@ -57,7 +98,7 @@ class SlotTooSmall(Exception):
 
 @dataclass(frozen=True)
 class PlaneLayout:
-    """Where one plane lies in the output slot: ``rows`` rows of ``row_bytes`` bytes, packed."""
+    """Where one plane lies in the output buffer: ``rows`` rows of ``row_bytes`` bytes, packed."""
 
     offset: int
     rows: int
@@ -70,11 +111,12 @@ class PlaneLayout:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """What :meth:`Backend.decode` wrote into the slot (the completion record's content).
+    """What :meth:`Backend.decode` wrote into ``out`` (the completion record's content).
 
-    ``pix_fmt`` is the format of the pixels in the slot: the requested one, or for
-    ``format="native"`` the decoder's own (e.g. ``"yuv420p10le"``). ``itemsize`` is 2 for formats
-    with more than 8 bits per sample, else 1.
+    ``pix_fmt`` is the format of the pixels written: the requested one, or for ``format="native"``
+    the decoder's own (FFmpeg spelling, e.g. ``"yuv420p10le"``). ``itemsize`` is 2 for formats
+    with more than 8 bits per sample, else 1. ``planes`` lie inside ``out``, in plane order,
+    without overlap; for a packed format there is exactly one, of ``height`` rows.
     """
 
     width: int
@@ -86,20 +128,38 @@ class DecodedFrame:
 
 
 class Backend(abc.ABC):
-    """Base class of every backend; subclass it and register the class under a name."""
+    """Base class of every backend; subclass it and register the class under a name.
 
-    #: Registry name (``phast.open(path, backend=name)``).
+    Capabilities are class attributes, readable without opening a source (``phast backends``,
+    :mod:`phast.testing`). They describe; phast does not select on them yet.
+    """
+
+    #: Registry name (``phast.open(path, backend=name)``); the entry point's name.
     name: ClassVar[str] = ""
-    #: Where decoded frames live: "cpu" for host memory.
+    #: Where decoded frames live: "cpu" for host memory (the only kind phast serves today).
     device: ClassVar[str] = "cpu"
     #: Codec names (FFmpeg spelling) this backend can decode; empty means "ask ``__init__``".
     codecs: ClassVar[frozenset[str]] = frozenset()
+    #: Native pixel formats (FFmpeg spelling) ``decode(..., "native")`` can produce; empty means
+    #: "whatever the decoder gives".
+    pix_fmts: ClassVar[frozenset[str]] = frozenset()
+    #: Output formats ``decode`` writes; must include "native" and "rgb24". A request for any
+    #: other format raises :class:`~phast.errors.InvalidArgument`.
+    formats: ClassVar[tuple[str, ...]] = OUTPUT_FORMATS
+    #: Largest absolute difference, per packed output format, between this backend's conversion
+    #: and FFmpeg's (``av.VideoFrame.to_ndarray(format=...)`` of the same native frame), in units
+    #: of the format's samples. A format absent here is converted bit-exactly. Native planes are
+    #: always exact: they are the decoder's output, not a conversion.
+    conversion_tolerance: ClassVar[Mapping[str, int]] = MappingProxyType({})
 
     @classmethod
     def probe(cls) -> ProbeResult:
         """Say whether this backend can run here, without opening any source.
 
-        Must not raise: a missing library or device is ``ProbeResult(False, "why, and the fix")``.
+        Called in a child process by ``phast backends`` and once per worker process before the
+        first open. Must be quick (a few seconds at most: it is timed out) and must not raise: a
+        missing library or device is ``ProbeResult(False, "why, and the fix")``. A probe that
+        raises is reported as a broken backend.
         """
         return ProbeResult(True)
 
@@ -108,41 +168,73 @@ class Backend(abc.ABC):
                  progress: Callable[[], None]) -> None:
         """Open video stream number ``stream`` (0 = first video stream) of ``path``.
 
-        ``options`` is plain data from ``phast.open(..., backend_options=...)``. Call ``progress()``
-        often during long work (every packet is fine): it is the worker's heartbeat, and a worker
+        ``path`` is an absolute path to an existing, non-empty regular file; read it, never write
+        anything (the sandbox forbids file growth). ``options`` is plain JSON data from
+        ``phast.open(..., backend_options=...)``: validate it, and raise
+        :class:`~phast.errors.InvalidArgument` for bad values. Call ``progress()`` often during
+        long work (every packet is fine; it is cheap): it is the worker's heartbeat, and a worker
         silent for longer than the watchdog timeout is killed as hung.
+
+        Raise :class:`~phast.errors.CannotHandle` when the source is not for this backend,
+        :class:`~phast.errors.NoVideoStream` when it has no video stream number ``stream``, and
+        :class:`~phast.errors.MediaError` when it is for this backend but damaged. Keep open
+        cheap: the full scan belongs in :meth:`build_index`.
         """
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
-        """Plain facts about the stream (JSON-serialisable).
+        """Plain facts about the stream (JSON-serialisable), valid right after ``__init__``.
 
-        Keys: ``codec``, ``width``, ``height``, ``pix_fmt``, ``bit_depth``, ``average_rate``
-        (``[num, den]`` or None), ``rotation`` (degrees), ``streams`` (list of dicts with
-        ``index``, ``type``, ``codec`` and for video ``width``, ``height``, ``pix_fmt``).
+        Keys (:data:`DESCRIBE_KEYS`): ``codec`` (FFmpeg spelling), ``width``, ``height``,
+        ``pix_fmt`` (the native format of frame 0), ``bit_depth``, ``average_rate``
+        (``[num, den]`` or None), ``rotation`` (degrees, metadata only), ``stream_index`` (index of
+        the stream among all of the source's streams) and ``streams`` (list of dicts with
+        ``index``, ``type``, ``codec`` and, for video, ``width``, ``height``, ``pix_fmt``). The
+        editor type-checks every field; a wrong type is a protocol violation.
         """
 
     @abc.abstractmethod
     def build_index(self, *, full_decode: bool = False) -> FrameIndex:
         """Scan the stream and return its :class:`~phast.index.FrameIndex`.
 
-        Frame ``i`` of the index must be frame ``i`` of a plain sequential decode. The backend
-        keeps using the index it returns. ``full_decode=True`` means an index built earlier
-        disagreed with the decoder: build this one by decoding every frame.
+        Frame ``i`` of the index must be frame ``i`` of a plain sequential decode (PyAV's
+        ``container.decode(video=0)``). The backend keeps using the index it returns. Build it
+        with the helpers below when they fit: :func:`intra_index` (every frame a keyframe, packets
+        in display order) or :func:`index_from_packets` (display order from packet timestamps);
+        or with :mod:`phast.index` directly. The editor validates it before storing it.
+        ``full_decode=True`` means an index built earlier disagreed with the decoder: build this
+        one by decoding every frame.
         """
 
     @abc.abstractmethod
     def use_index(self, index: FrameIndex) -> None:
-        """Adopt an index built earlier (by this backend class, for this same source)."""
+        """Adopt an index built earlier (by this backend class, for this same source).
+
+        Called instead of :meth:`build_index` when phast has the source's index stored. Trust
+        nothing cheap to check (e.g. that its packet positions still hold frame headers); raise
+        :class:`~phast.errors.IndexMismatch` from ``decode`` when decoding proves it wrong.
+        """
 
     @abc.abstractmethod
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
         """Decode display frame ``index`` into ``out`` in ``format`` and describe what was written.
 
-        ``format`` is one of :data:`phast.types.OUTPUT_FORMATS`; planes are written packed (no
-        row padding) from offset 0 in plane order. Raise :class:`SlotTooSmall` if ``out`` is too
-        small, before writing. The pixels must be exactly those of frame ``index``: if the decoder
-        disagrees with the index, raise :class:`~phast.errors.IndexMismatch`, never guess.
+        ``out`` is a writable, 1-D, C-contiguous byte buffer (a shared-memory slot the editor
+        granted, or a scratch buffer): write only into it, and keep no reference to it after
+        returning. ``index`` is in ``range(frame_count)``. ``format`` is one of
+        :data:`phast.types.OUTPUT_FORMATS`:
+
+        * ``"native"``: the decoder's planes untouched, each row cropped to its visible bytes
+          (:func:`native_row_bytes`); samples wider than 8 bits stay little-endian 16-bit words.
+        * a packed format (``"rgb24"``, ``"gray16le"``...): one plane of ``height`` rows of
+          ``width * channels * itemsize`` bytes (:data:`phast.types.PACKED_LAYOUT`), converted as
+          FFmpeg's swscale converts (``to_ndarray(format=...)``), within
+          :attr:`conversion_tolerance`.
+
+        Planes are written packed (no row padding) from offset 0 in plane order
+        (:func:`write_planes`). Raise :class:`SlotTooSmall` if ``out`` is too small, before
+        writing. The pixels must be exactly those of frame ``index``: if the decoder disagrees
+        with the index, raise :class:`~phast.errors.IndexMismatch`; never guess.
         """
 
     def prefetch(self, index: int) -> bool:
@@ -155,7 +247,11 @@ class Backend(abc.ABC):
         return False
 
     def close(self) -> None:  # noqa: B027 -- optional hook
-        """Release decoder resources. Called once; the worker may exit right after."""
+        """Release decoder resources and close the source. Called once; the worker may exit
+        right after, or keep serving other sources (so leak nothing: files, threads, memory)."""
+
+
+# -- helpers for backend authors ----------------------------------------------------------------
 
 
 def write_planes(planes: Sequence[np.ndarray], out: memoryview) -> tuple[PlaneLayout, ...]:
@@ -180,5 +276,72 @@ def packed_row_bytes(width: int, channels: int, itemsize: int) -> int:
     return width * channels * itemsize
 
 
+def packed_size(format: str, width: int, height: int) -> int:
+    """Bytes a ``width`` x ``height`` frame needs in packed ``format`` (not "native")."""
+    channels, itemsize = PACKED_LAYOUT[format]
+    return packed_row_bytes(width, channels, itemsize) * height
+
+
 def ceil_bytes(bits: int) -> int:
     return math.ceil(bits / 8)
+
+
+def native_row_bytes(plane_width: int, bits_per_sample: int, samples_per_pixel: int = 1) -> int:
+    """Visible bytes in one row of a native plane: samples are 1 byte up to 8 bits, else 2."""
+    return plane_width * samples_per_pixel * ceil_bytes(bits_per_sample)
+
+
+def check_format(backend: type[Backend] | Backend, format: str) -> None:
+    """Raise :class:`~phast.errors.InvalidArgument` unless ``backend`` declares ``format``."""
+    if format not in backend.formats:
+        raise InvalidArgument(f"backend {backend.name!r} cannot write format {format!r}; it "
+                              f"writes {', '.join(backend.formats)}")
+
+
+def intra_index(count: int, *, time_base: Fraction, pts: Sequence[int] | None = None,
+                pos: Sequence[int] | None = None, timestamps: str = "container") -> FrameIndex:
+    """The index of a stream whose packets are all keyframes, one frame each, in display order.
+
+    Raw and intra-only formats (YUV4MPEG2, MJPEG, image sequences): packet ``i`` is frame ``i``
+    and decodes on its own. ``pts`` defaults to ``0 .. count - 1`` (in ``time_base``); ``pos`` is
+    each packet's byte position (-1 where unknown), which a backend may use to find it again.
+    ``timestamps`` is "container" when the source defines the times (a frame rate in a header
+    counts), "synthesized" when the backend made them up.
+    """
+    if count < 1:
+        raise MediaError("the video stream has no frames")
+    frames = np.arange(count, dtype=np.int64)
+    stamps = frames if pts is None else np.asarray(pts, dtype=np.int64)
+    where = np.full(count, -1, np.int64) if pos is None else np.asarray(pos, dtype=np.int64)
+    index = FrameIndex(stamps, stamps, where, np.full(count, KEY, np.uint8), frames, stamps,
+                       frames, Fraction(time_base), "demux", timestamps)
+    index.validate()
+    return index
+
+
+def index_from_packets(pkt_pts: Sequence[int], pkt_dts: Sequence[int], pkt_pos: Sequence[int],
+                       pkt_flags: Sequence[int], *, time_base: Fraction) -> FrameIndex | None:
+    """An index from one demux pass, with display order taken from packet timestamps.
+
+    Arrays are per packet in decode order (``NOPTS`` for a missing timestamp, -1 for an unknown
+    position, flags from :mod:`phast.index`: ``KEY``, ``DISCARD``). Returns None when timestamps
+    cannot give the display order (missing or duplicate): decode every frame instead. The order
+    is phast's rule for well-formed streams; the backend must still check decoded frames against
+    it and raise :class:`~phast.errors.IndexMismatch` on disagreement (and is expected to verify
+    a prefix by decoding, as the software backend does).
+    """
+    pts = np.asarray(pkt_pts, dtype=np.int64)
+    flags = np.asarray(pkt_flags, dtype=np.uint8)
+    order = display_order_from_pts(pts, flags)
+    if order is None or len(order) == 0:
+        return None
+    index = FrameIndex(pts, np.asarray(pkt_dts, dtype=np.int64), np.asarray(pkt_pos, np.int64),
+                       flags, order, pts[order], compute_starts(order, pts, flags),
+                       Fraction(time_base), "demux", "container")
+    index.validate()
+    return index
+
+
+__all__ = ["DESCRIBE_KEYS", "NOPTS", "Backend", "DecodedFrame", "PlaneLayout", "ProbeResult",
+           "SlotTooSmall", "ceil_bytes", "check_format", "index_from_packets", "intra_index",
+           "native_row_bytes", "packed_row_bytes", "packed_size", "write_planes"]

@@ -466,15 +466,21 @@ class SoftwareBackend(Backend):
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
+        return write_frame(self.av_frame(index), format, out, self._reformatter)
+
+    def av_frame(self, index: int) -> Any:
+        """The decoded ``av.VideoFrame`` of display frame ``index`` (kept or decoded now).
+
+        Used inside the worker by proxy building, which downscales it without a conversion.
+        """
         if self._index is not None and self._index.is_damaged(index):
             raise DecodeError(f"{self._path}: frame {index} is damaged in the source (the decoder "
                               "reported errors in its group of pictures); no exact picture exists")
         frame = self._kept.get(index)
         if frame is None:
-            frame = self._decode_frame(index)
-        else:
-            self._kept.move_to_end(index)
-        return write_frame(frame, format, out, self._reformatter)
+            return self._decode_frame(index)
+        self._kept.move_to_end(index)
+        return frame
 
     def _decode_frame(self, i: int) -> Any:
         idx = self._index

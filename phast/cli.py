@@ -1,4 +1,4 @@
-"""The ``phast`` command line: ``phast info``, ``phast frame`` and ``phast backends``.
+"""The ``phast`` command line: ``info``, ``frame``, ``backends``, ``proxy build``, ``cache``.
 
 ``import phast.cli`` is light: numpy, PyAV and the worker machinery load only when a subcommand
 needs them, and the CLI process itself never decodes (workers do) nor imports a backend (probes
@@ -213,7 +213,7 @@ def _open(args: argparse.Namespace) -> Clip:
     from .clip import open as open_clip
 
     return open_clip(args.file, stream=args.stream, backend=args.backend,
-                     cache_dir=args.cache_dir)
+                     cache_dir=args.cache_dir, proxies=False)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -340,10 +340,98 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
+def cmd_proxy_build(args: argparse.Namespace) -> int:
+    """``phast proxy build``: build proxies of each FILE now, with a progress bar."""
+    from .clip import open as open_clip
+
+    for path in args.files:
+        with open_clip(path, cache_dir=args.cache_dir, proxies=False,
+                       proxy_height=args.height) as clip:
+            label = os.path.basename(path)
+            bar = _ProgressBar(label, enabled=not args.quiet)
+            built, failed = clip.build_proxies(full=args.full, progress=bar)
+            bar.finish()
+            what = "all frames" if args.full else "keyframes"
+            print(f"{label}: {built} proxies built ({what}, {args.height} rows), "
+                  f"{failed} frames failed, {len(clip)} frames in the clip")
+    return 0
+
+
+def cmd_cache_stats(args: argparse.Namespace) -> int:
+    """``phast cache stats``: size, entries, clips and hit rate of the store."""
+    from .store import Store
+
+    store = Store(args.cache_dir)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    rate = "n/a" if stats["hit_rate"] is None else f"{stats['hit_rate']:.1%}"
+    print(f"store:      {stats['directory']}\n"
+          f"bytes:      {stats['bytes']:,} of {stats['size_limit']:,}\n"
+          f"entries:    {stats['entries']} ({stats['proxies']} proxies, "
+          f"{stats['indices']} frame indices)\n"
+          f"clips:      {stats['clips']}\n"
+          f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses)")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    """``phast cache clear [FILE...]``: everything, or the entries of the given sources."""
+    from .store import Store, source_identity
+
+    store = Store(args.cache_dir)
+    try:
+        if not args.files:
+            removed = store.clear()
+        else:
+            removed = 0
+            for path in args.files:
+                if not os.path.isfile(path):
+                    raise SourceNotFound(f"no such file: {path}")
+                removed += store.clear(source_identity(path))
+    finally:
+        store.close()
+    print(f"removed {removed} entries")
+    return 0
+
+
+class _ProgressBar:
+    """``label [#####     ] done/total`` on stderr, redrawn in place."""
+
+    def __init__(self, label: str, *, enabled: bool = True, width: int = 30) -> None:
+        self.label, self.enabled, self.width = label, enabled and sys.stderr.isatty(), width
+        self.last = ""
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        filled = self.width * done // total
+        line = f"\r{self.label} [{'#' * filled}{' ' * (self.width - filled)}] {done}/{total}"
+        if line != self.last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.last = line
+
+    def finish(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
@@ -399,6 +487,31 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_PROBE_TIMEOUT,
                    help=f"seconds each probe may take (default {DEFAULT_PROBE_TIMEOUT:g})")
     p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("proxy", help="proxy pictures: build them now",
+                       description="Proxy pictures for the fallback tiers.")
+    proxy_sub = p.add_subparsers(dest="proxy_command", metavar="ACTION", required=True)
+    b = proxy_sub.add_parser("build", help="build proxies of FILE... now")
+    b.add_argument("files", metavar="FILE", nargs="+")
+    b.add_argument("--height", type=_positive_int, default=360,
+                   help="proxy height in rows (default 360)")
+    b.add_argument("--full", action="store_true",
+                   help="every frame (a complete proxy copy), not only keyframes")
+    b.add_argument("--cache-dir", metavar="DIR", default=None)
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_proxy_build)
+
+    p = sub.add_parser("cache", help="the on-disk store: stats, clear",
+                       description="The on-disk store of frame indices and proxies.")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate")
+    c.add_argument("--cache-dir", metavar="DIR", default=None)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cache_stats)
+    c = cache_sub.add_parser("clear", help="remove everything, or the entries of FILE...")
+    c.add_argument("files", metavar="FILE", nargs="*")
+    c.add_argument("--cache-dir", metavar="DIR", default=None)
+    c.set_defaults(func=cmd_cache_clear)
     return parser
 
 

@@ -79,6 +79,21 @@ class Frame:
                      format=self.format, pix_fmt=self.pix_fmt, width=self.width,
                      height=self.height, key_frame=self.key_frame, shows=self.shows)
 
+    def sibling(self, *, index: int | None = None, quality: Quality | None = None,
+                shows: int | None = None, pts: int | None = None,
+                time: float | None = None) -> Frame:
+        """Another Frame over the same pixels (same lease), e.g. a cached frame handed out again.
+
+        Releasing one sibling never invalidates another: each holds the lease through its arrays.
+        """
+        return Frame(array=self.array, planes=self.planes,
+                     index=self.index if index is None else index,
+                     pts=self.pts if pts is None else pts, time=self.time if time is None else time,
+                     quality=self.quality if quality is None else quality, format=self.format,
+                     pix_fmt=self.pix_fmt, width=self.width, height=self.height,
+                     key_frame=self.key_frame, shows=self.shows if shows is None else shows,
+                     lease=self._lease)
+
     def release(self) -> None:
         """Drop this frame's hold on its slot (arrays you kept still hold it until they go)."""
         self._array = None

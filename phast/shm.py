@@ -18,6 +18,7 @@ recycled once the caller's arrays are gone too.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import itertools
@@ -94,6 +95,9 @@ class SlotPool:
     """The slots of one clip: grant for a job, lease to frames, reuse, close.
 
     Thread-safe. At most ``max_slots`` exist; when all are leased, :class:`SlotsExhausted`.
+    Slots come back from lease finalizers, which the garbage collector may run on any thread at
+    any allocation -- including inside :meth:`grant` while it holds the lock. So a finalizer
+    never waits: it queues the slot id, and whoever holds the lock next takes it back.
     """
 
     def __init__(self, max_slots: int = 32) -> None:
@@ -102,12 +106,26 @@ class SlotPool:
         self._lock = threading.Lock()
         self._slots: dict[int, Slot] = {}
         self._free: set[int] = set()
+        self._returned: collections.deque[int] = collections.deque()  # appended lock-free
         self._closed = False
+
+    def _drain(self) -> None:
+        """Take back queued returns (call with the lock held)."""
+        while self._returned:
+            slot_id = self._returned.popleft()
+            slot = self._slots.get(slot_id)
+            if slot is None:
+                continue
+            if self._closed:
+                self._slots.pop(slot_id).close()
+            else:
+                self._free.add(slot_id)
 
     def grant(self, nbytes: int) -> Slot:
         """A slot of at least ``nbytes`` that nobody else uses until it is given back."""
         for attempt in range(2):
             with self._lock:
+                self._drain()
                 fit = [s for s in self._free if self._slots[s].size >= nbytes]
                 if fit:
                     slot_id = min(fit)
@@ -130,21 +148,21 @@ class SlotPool:
     def lease(self, slot: Slot) -> Lease:
         return Lease(self, slot)
 
-    def _give_back(self, slot_id: int) -> None:
-        with self._lock:
-            slot = self._slots.get(slot_id)
-            if slot is None:
-                return
-            if self._closed:
-                self._slots.pop(slot_id).close()
-            else:
-                self._free.add(slot_id)
+    def give_back(self, slot_id: int) -> None:
+        """Return a slot (from any thread, finalizers included; never blocks)."""
+        self._returned.append(slot_id)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
 
-    give_back = _give_back
+    _give_back = give_back
 
     def discard(self, slot_id: int) -> None:
         """Forget a slot a misbehaving worker may still hold mapped (never reuse it)."""
         with self._lock:
+            self._drain()
             slot = self._slots.pop(slot_id, None)
             self._free.discard(slot_id)
         if slot is not None:
@@ -153,12 +171,14 @@ class SlotPool:
     @property
     def leased(self) -> int:
         with self._lock:
+            self._drain()
             return len(self._slots) - len(self._free)
 
     def close(self) -> None:
         """Close free slots now; leased ones close when their last array goes."""
         with self._lock:
             self._closed = True
+            self._drain()
             for slot_id in list(self._free):
                 self._slots.pop(slot_id).close()
             self._free.clear()

@@ -8,9 +8,11 @@ The store is a ``diskcache`` directory, safe to share between editor processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -54,29 +56,42 @@ def _unseal(data: Any) -> bytes | None:
     return payload if hashlib.blake2b(payload, digest_size=32).digest() == digest else None
 
 
-class IndexStore:
-    """Frame indices and stream descriptions by (source identity, backend, stream)."""
+DEFAULT_SIZE_LIMIT = 4 << 30  #: bytes; about an hour of 360p proxies of noisy 1080p footage
+_STATS_FLUSH = 256  #: proxy lookups between writes of the shared hit/miss counters
+_PROXY_MAGIC = b"PHPX1"
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+
+class Store:
+    """The on-disk store of one cache directory: frame indices and proxy pictures.
+
+    A ``diskcache`` directory bounded by bytes with least-recently-used eviction, safe to share
+    between editor processes (SQLite + atomic file writes). Every entry is sealed with a checksum
+    and keyed by source identity, so a damaged, truncated or deleted entry and a source rewritten
+    in place all read as misses. Only the editor process reads or writes it.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *,
+                 size_limit: int = DEFAULT_SIZE_LIMIT) -> None:
         import diskcache  # imported at use: keeps `import phast` light
 
         self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self._cache = diskcache.Cache(str(self.directory / "index"), size_limit=1 << 30)
+        self._cache = diskcache.Cache(str(self.directory / "store"), size_limit=size_limit,
+                                      eviction_policy="least-recently-used")
+        self._hits = self._misses = 0
 
+    # -- frame indices -----------------------------------------------------------------------
     @staticmethod
-    def _key(identity: str, backend: str, stream: int) -> str:
-        return f"v{FORMAT_VERSION}/{identity}/{backend}/{stream}"
+    def _index_key(identity: str, backend: str, stream: int) -> str:
+        return f"index/v{FORMAT_VERSION}/{identity}/{backend}/{stream}"
 
-    def get(self, identity: str, backend: str, stream: int) -> tuple[FrameIndex, dict] | None:
-        key = self._key(identity, backend, stream)
-        try:
-            payload = _unseal(self._cache.get(key))
-        except Exception:
-            payload = None
+    def get_index(self, identity: str, backend: str,
+                  stream: int) -> tuple[FrameIndex, dict[str, Any]] | None:
+        key = self._index_key(identity, backend, stream)
+        payload = self._read(key)
         if payload is None:
             return None
         try:
-            (hlen,) = (int.from_bytes(payload[:4], "little"),)
+            hlen = int.from_bytes(payload[:4], "little")
             source = json.loads(payload[4 : 4 + hlen])
             index = FrameIndex.from_bytes(payload[4 + hlen :])
         except (MediaError, ValueError, KeyError):
@@ -84,11 +99,92 @@ class IndexStore:
             return None
         return index, source
 
-    def put(self, identity: str, backend: str, stream: int, index: FrameIndex,
-            source: dict) -> None:
+    def put_index(self, identity: str, backend: str, stream: int, index: FrameIndex,
+                  source: dict[str, Any]) -> None:
         head = json.dumps(source).encode()
         payload = len(head).to_bytes(4, "little") + head + index.to_bytes()
-        self._cache.set(self._key(identity, backend, stream), _seal(payload))
+        self._cache.set(self._index_key(identity, backend, stream), _seal(payload), tag=identity)
+
+    # -- proxy pictures ----------------------------------------------------------------------
+    @staticmethod
+    def _proxy_key(identity: str, stream: int, spec: str, index: int) -> str:
+        return f"proxy/v{FORMAT_VERSION}/{identity}/{stream}/{spec}/{index}"
+
+    def get_proxy(self, identity: str, stream: int, spec: str,
+                  index: int) -> tuple[int, int, bytes] | None:
+        """(width, height, compressed picture) or None; counts towards the hit rate."""
+        payload = self._read(self._proxy_key(identity, stream, spec, index))
+        entry = None
+        if payload is not None and payload.startswith(_PROXY_MAGIC) and len(payload) > 13:
+            width, height = struct.unpack_from("<II", payload, len(_PROXY_MAGIC))
+            entry = (width, height, payload[len(_PROXY_MAGIC) + 8 :])
+        self._count(entry is not None)
+        return entry
+
+    def has_proxy(self, identity: str, stream: int, spec: str, index: int) -> bool:
+        """Whether an entry exists (not checked, not counted, LRU order untouched)."""
+        return self._proxy_key(identity, stream, spec, index) in self._cache
+
+    def put_proxy(self, identity: str, stream: int, spec: str, index: int, width: int,
+                  height: int, data: bytes) -> None:
+        payload = _PROXY_MAGIC + struct.pack("<II", width, height) + data
+        self._cache.set(self._proxy_key(identity, stream, spec, index), _seal(payload),
+                        tag=identity)
+
+    # -- housekeeping ------------------------------------------------------------------------
+    def _read(self, key: str) -> bytes | None:
+        try:
+            data = self._cache.get(key)
+        except Exception:  # a damaged or vanished file behind the entry is a miss
+            data = None
+        payload = _unseal(data)
+        if data is not None and payload is None:
+            with contextlib.suppress(Exception):
+                self._cache.delete(key)
+        return payload
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self._hits += 1
+        else:
+            self._misses += 1
+        if self._hits + self._misses >= _STATS_FLUSH:
+            self.flush_stats()
+
+    def flush_stats(self) -> None:
+        """Add this process's proxy hits and misses to the store's shared counters."""
+        hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
+        with contextlib.suppress(Exception):
+            if hits:
+                self._cache.incr("stats/hits", hits)
+            if misses:
+                self._cache.incr("stats/misses", misses)
+
+    def stats(self) -> dict[str, Any]:
+        """bytes on disk, entries, clips (distinct sources), proxy hits/misses and hit rate."""
+        self.flush_stats()
+        identities, proxies, indices = set(), 0, 0
+        for key in self._cache.iterkeys():
+            parts = str(key).split("/")
+            if parts[0] == "proxy" and len(parts) > 2:
+                proxies += 1
+                identities.add(parts[2])
+            elif parts[0] == "index" and len(parts) > 2:
+                indices += 1
+                identities.add(parts[2])
+        hits = int(self._cache.get("stats/hits", 0))
+        misses = int(self._cache.get("stats/misses", 0))
+        return {"directory": str(self.directory / "store"), "bytes": self._cache.volume(),
+                "size_limit": self._cache.size_limit, "entries": proxies + indices,
+                "proxies": proxies, "indices": indices, "clips": len(identities), "hits": hits,
+                "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None}
+
+    def clear(self, identity: str | None = None) -> int:
+        """Remove every entry, or those of one source identity; returns how many."""
+        if identity is None:
+            return int(self._cache.clear())
+        return int(self._cache.evict(identity))
 
     def close(self) -> None:
+        self.flush_stats()
         self._cache.close()

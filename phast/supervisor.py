@@ -26,8 +26,8 @@ reached (least-loaded first).
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
+import heapq
 import itertools
 import os
 import select
@@ -80,6 +80,9 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
     if config.memory_limit:
         env["PHAST_WORKER_MEMORY"] = str(int(config.memory_limit))
     return env
+
+
+ADMISSION_RETRY = 0.05  #: seconds before a postponed job is offered to the admission policy again
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -212,18 +215,39 @@ class Session(Protocol):
     def attach(self, proc: Process) -> None: ...
 
 
+#: Job priorities, most urgent first. A worker always runs the most urgent queued job next.
+PLAYHEAD, PREFETCH, BUILD = 0, 1, 2
+PRIORITY_NAMES = {PLAYHEAD: "playhead", PREFETCH: "prefetch", BUILD: "build"}
+
+
+def admit_all(priority: int) -> bool:
+    """The default admission policy: every job runs as soon as its worker is free."""
+    return True
+
+
 class Job:
-    """One unit of work for a worker; ``run`` is called with the live process (maybe again)."""
+    """One unit of work for a worker; ``run`` is called with the live process (maybe again).
+
+    ``priority`` orders the queue (:data:`PLAYHEAD` > :data:`PREFETCH` > :data:`BUILD`); a job
+    whose future is cancelled before it starts is dropped.
+    """
+
+    _seq = itertools.count()
 
     def __init__(self, run: Callable[[Process], Any], *, session: Session | None = None,
                  failed: Callable[[BaseException, int], BaseException | None] | None = None,
-                 priority: int = 0) -> None:
+                 priority: int = PLAYHEAD) -> None:
         self.run = run
         self.session = session
         self.future: Future[Any] = Future()
         self.failures = 0
         self.priority = priority
+        self.order = (priority, next(self._seq))
+        self.supersedable = False  #: a newer request for the clip may cancel it while queued
         self._failed = failed
+
+    def __lt__(self, other: Job) -> bool:
+        return (self.priority, self.order[1]) < (other.priority, other.order[1])
 
     def failed(self, error: BaseException) -> BaseException | None:
         """Record a worker failure; return the error to raise, or None to retry."""
@@ -246,7 +270,7 @@ class Worker:
         self.proc: Process | None = None
         self.restarts = 0
         self.last_failure: str | None = None
-        self._queue: collections.deque[Job] = collections.deque()
+        self._queue: list[Job] = []  # a heap by (priority, submission order)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=f"phast-worker-{self.id}",
@@ -257,12 +281,15 @@ class Worker:
         with self._cond:
             if self._stopping:
                 raise PhastError("the worker pool is shut down")
-            if job.priority > 0:
-                self._queue.appendleft(job)
-            else:
-                self._queue.append(job)
+            heapq.heappush(self._queue, job)
             self._cond.notify()
         return job.future
+
+    def promote(self, job: Job, priority: int) -> None:
+        """Move a queued job up to a more urgent priority."""
+        with self._cond:
+            job.priority = min(job.priority, priority)
+            heapq.heapify(self._queue)
 
     @property
     def pid(self) -> int | None:
@@ -281,9 +308,18 @@ class Worker:
                         self._stopping = True  # nothing may be queued on a retired worker
                         break
                     continue
-                job = self._queue.popleft()
+                job = heapq.heappop(self._queue)
+                if job.priority != PLAYHEAD and not self.pool.admission(job.priority):
+                    # Not admitted now (the power budget): look again shortly; newer playhead
+                    # work overtakes it meanwhile.
+                    heapq.heappush(self._queue, job)
+                    self._cond.wait(ADMISSION_RETRY)
+                    continue
             if job.future.set_running_or_notify_cancel():
                 self._execute(job)
+            # Drop it now, not at the next job: its future holds the result, and a result can
+            # hold a shared-memory slot leased.
+            del job
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
@@ -328,6 +364,11 @@ class Worker:
         self._thread.join(timeout)
 
 
+def _prepare_images(proc: Process) -> None:
+    reply, _ = proc.call({"op": "prepare_images"})
+    raise_for_error(reply, proc)
+
+
 def raise_for_error(reply: dict[str, Any], proc: Process) -> None:
     """Turn a worker's error record into the matching typed exception (whitelisted names)."""
     if not reply.get("error"):
@@ -344,9 +385,15 @@ def raise_for_error(reply: dict[str, Any], proc: Process) -> None:
 class WorkerPool:
     """A bounded set of workers shared by open clips."""
 
-    def __init__(self, max_workers: int | None = None, config: WorkerConfig | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, config: WorkerConfig | None = None,
+                 admission: Callable[[int], bool] = admit_all) -> None:
         self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self.config = config or WorkerConfig()
+        #: Called with a job's priority before a PREFETCH or BUILD job starts; False postpones
+        #: it. The power governor plugs in here. PLAYHEAD jobs are always admitted.
+        self.admission = admission
+        self._image_worker: Worker | None = None
+        self._images_ready: Future[Any] = Future()
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -376,6 +423,26 @@ class WorkerPool:
                 self._workers.remove(worker)
             return True
 
+    def image_worker(self) -> Worker:
+        """The worker that decodes proxy pictures: separate, so a busy or stuck decode worker
+        never delays the fallback tiers."""
+        with self._lock:
+            if self._closed:
+                raise PhastError("the worker pool is shut down")
+            if self._image_worker is None or self._image_worker._stopping:
+                self._image_worker = Worker(self)
+                self._image_worker.sessions.add(0)  # never retires while the pool lives
+                # Start its process (and its JPEG decoder) now: a fallback cannot wait for an
+                # interpreter to boot and import PyAV.
+                self._images_ready = self._image_worker.submit(Job(_prepare_images))
+            return self._image_worker
+
+    def prepare_images(self, timeout: float | None = None) -> None:
+        """Block until the image worker is up with its decoder loaded (it starts on its own
+        when a clip opens; fallbacks requested before this return degrade to BLANK)."""
+        self.image_worker()
+        self._images_ready.result(timeout)
+
     @property
     def workers(self) -> list[Worker]:
         with self._lock:
@@ -385,6 +452,9 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
+            if self._image_worker is not None:
+                workers.append(self._image_worker)
+                self._image_worker = None
         for w in workers:
             w.stop()
         for w in workers:

@@ -22,7 +22,6 @@ that stays silent longer than its hang timeout.
 
 from __future__ import annotations
 
-import importlib
 import mmap
 import os
 import select
@@ -52,6 +51,7 @@ class Worker:
         self._last_beat = 0.0
         self._last: dict[int, int] = {}  # last frame index served, per session
         self._ahead: tuple[int, int, int] | None = None
+        self._images: Any = None
 
     def beat(self) -> None:
         now = time.monotonic()
@@ -64,8 +64,11 @@ class Worker:
 
     # -- requests -------------------------------------------------------------------------
     def op_open(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
-        module_name, _, attr = msg["backend"].partition(":")
-        cls = getattr(importlib.import_module(module_name), attr)
+        from phast.registry import load
+
+        # A plugin that cannot be imported, is not a Backend, or whose probe says no (or raises)
+        # is a typed BackendUnavailable naming its module, not a crash to retry.
+        cls = load(str(msg["backend"]), probe=True)
         backend = cls(msg["path"], stream=int(msg["stream"]), options=msg.get("options") or {},
                       progress=self.beat)
         self.sessions[msg["session"]] = backend
@@ -81,13 +84,9 @@ class Worker:
         self.sessions[msg["session"]].use_index(FrameIndex.from_parts(msg["index"], blobs))
         self.reply({"ok": True})
 
-    def op_frame(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
-        session = msg["session"]
-        for slot_id in msg.get("unmap", []):
-            old = self.slots.pop((session, slot_id), None)
-            if old is not None:
-                old.close()
-        key = (session, msg["slot"])
+    def _slot(self, msg: dict[str, Any], fds: list[int]) -> mmap.mmap:
+        """The granted slot's mapping (mapping the descriptor that came with it, if any)."""
+        key = (msg["session"], msg["slot"])
         if fds:
             prev = self.slots.pop(key, None)
             if prev is not None:
@@ -95,19 +94,85 @@ class Worker:
             self.slots[key] = mmap.mmap(fds[0], msg["size"], mmap.MAP_SHARED,
                                         mmap.PROT_READ | mmap.PROT_WRITE)
             os.close(fds[0])
-        out = memoryview(self.slots[key])
-        try:
-            decoded = self.sessions[session].decode(msg["index"], msg["format"], out)
-        finally:
-            out.release()
+        return self.slots[key]
+
+    def _reply_frame(self, msg: dict[str, Any], decoded: Any) -> None:
         record = asdict(decoded)
         record["planes"] = [[p["offset"], p["rows"], p["row_bytes"]] for p in record["planes"]]
         self.reply({"ok": True, "job": msg["job"], "index": msg["index"], "slot": msg["slot"],
                     "frame": record})
+
+    def op_frame(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        session = msg["session"]
+        out = memoryview(self._slot(msg, fds))
+        try:
+            decoded = self.sessions[session].decode(msg["index"], msg["format"], out)
+        finally:
+            out.release()
+        self._reply_frame(msg, decoded)
         i = msg["index"]
         if self._last.get(session) == i - 1:  # playing forward: read ahead
             self._ahead = (session, i + 1, i + 1 + READ_AHEAD)
         self._last[session] = i
+
+    def _image_decoder(self) -> Any:
+        if self._images is None:
+            from phast.proxywork import ImageDecoder
+
+            self._images = ImageDecoder()
+        return self._images
+
+    def op_prepare_images(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Load the JPEG decoder (and PyAV) ahead of the first fallback request."""
+        self._image_decoder()
+        self.reply({"ok": True})
+
+    def op_image(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Decode a stored proxy picture (sent as the only blob) into the granted slot."""
+        out = memoryview(self._slot(msg, fds))
+        try:
+            decoded = self._image_decoder().decode(blobs[0], msg["format"], out)
+        finally:
+            out.release()
+        self._reply_frame(msg, decoded)
+
+    def op_proxies(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Decode frames ``indices`` (in order: sequential is cheap) and return their proxies."""
+        from phast.proxywork import ProxyEncoder, frame_from_rgb
+
+        backend = self.sessions[msg["session"]]
+        width, height = int(msg["width"]), int(msg["height"])
+        encoder = ProxyEncoder(width, height, int(msg["quality"]))
+        done, failed, pictures = [], [], []
+        scratch: memoryview | None = None
+        for i in msg["indices"]:
+            self.beat()
+            try:
+                if hasattr(backend, "av_frame"):
+                    frame = backend.av_frame(i)
+                else:  # any backend: through its packed rgb24 output
+                    scratch = scratch or memoryview(bytearray(width * height * 3))
+                    frame = self._rgb_frame(backend, i, scratch, frame_from_rgb)
+                pictures.append(encoder.encode(frame))
+                done.append(i)
+            except PhastError:
+                failed.append(i)  # damaged or undecodable: that frame simply has no proxy
+        self.reply({"ok": True, "indices": done, "failed": failed}, pictures)
+
+    @staticmethod
+    def _rgb_frame(backend: Any, i: int, scratch: memoryview, wrap: Any) -> Any:
+        from phast.backends.base import SlotTooSmall
+
+        while True:
+            try:
+                d = backend.decode(i, "rgb24", scratch)
+                break
+            except SlotTooSmall as e:
+                scratch = memoryview(bytearray(e.needed))
+        import numpy as np
+
+        rgb = np.frombuffer(scratch, np.uint8, d.width * d.height * 3)
+        return wrap(rgb.reshape(d.height, d.width, 3))
 
     def read_ahead(self) -> None:
         """While no request is waiting, decode a few frames past a forward-moving playhead.

@@ -13,6 +13,10 @@ import phast
 from phast import registry
 from tests import clips
 
+# Background proxy building is tested where it is the subject (test_tiers.py); elsewhere it would
+# only compete for the two cores and for the crash cases' worker.
+os.environ.setdefault("PHAST_PROXIES", "0")
+
 SHARED_MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 
 

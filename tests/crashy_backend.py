@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from phast import worker
 from phast.backends.base import DecodedFrame
 from phast.backends.software import SoftwareBackend
-
-from phast import worker
 
 
 def _segfault() -> None:
@@ -102,3 +101,23 @@ def _forge_next_record(mode: str, slot_size: int) -> None:
         original(self, msg, blobs)
 
     worker.Worker.reply = forged  # type: ignore[method-assign]
+
+
+class SlowBackend(SoftwareBackend):
+    """Decodes correctly, but takes ``delay`` seconds per request (heartbeating meanwhile), like
+    a long seek on a big long-GOP file."""
+
+    name = "slow"
+
+    def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
+                 progress: Callable[[], None]) -> None:
+        super().__init__(path, stream=stream, options=options, progress=progress)
+        self.delay = float(options.get("delay", 1.0))
+        self.beat = progress
+
+    def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
+        end = time.monotonic() + self.delay
+        while time.monotonic() < end:
+            self.beat()
+            time.sleep(0.02)
+        return super().decode(index, format, out)

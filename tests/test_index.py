@@ -18,7 +18,7 @@ from phast.index import (
     compute_starts,
     display_order_from_pts,
 )
-from phast.store import IndexStore, source_identity
+from phast.store import Store, source_identity
 from tests.reference import reference_frames
 
 
@@ -86,15 +86,15 @@ def test_malformed_bytes_are_refused(damage: str) -> None:
 
 
 def test_store_damaged_entry_is_a_miss(tmp_path) -> None:
-    store = IndexStore(tmp_path)
+    store = Store(tmp_path)
     idx = _index()
-    store.put("id", "software", 0, idx, {"codec": "h264"})
-    got = store.get("id", "software", 0)
+    store.put_index("id", "software", 0, idx, {"codec": "h264"})
+    got = store.get_index("id", "software", 0)
     assert got is not None and got[1] == {"codec": "h264"}
-    key = store._key("id", "software", 0)
+    key = store._index_key("id", "software", 0)
     raw = store._cache.get(key)
     store._cache.set(key, raw[:-1] + bytes([raw[-1] ^ 1]))
-    assert store.get("id", "software", 0) is None
+    assert store.get_index("id", "software", 0) is None
 
 
 def test_identity_changes_when_the_file_changes(tmp_path) -> None:

@@ -1,0 +1,69 @@
+"""Worker-side proxy work: downscale + JPEG-encode frames, and decode JPEGs into slots.
+
+Runs only inside workers (it imports PyAV). The encoder side serves the background proxy
+builder; the decoder side serves the fallback tiers, on a worker of its own.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from phast.backends.base import DecodedFrame
+from phast.backends.software import write_frame
+from phast.errors import MediaError
+
+
+class ProxyEncoder:
+    """Area-downscale frames to ``width`` x ``height`` and encode each as one JPEG."""
+
+    def __init__(self, width: int, height: int, quality: int) -> None:
+        self.size = (width, height)
+        self._reformatter = VideoReformatter()
+        enc = av.CodecContext.create("mjpeg", "w")
+        enc.width, enc.height = width, height
+        enc.pix_fmt = "yuvj420p"
+        enc.time_base = Fraction(1, 25)
+        enc.qmin = enc.qmax = quality  # a fixed quantiser: size follows content, quality fixed
+        self._enc = enc
+        self._count = 0
+
+    def encode(self, frame: Any) -> bytes:
+        w, h = self.size
+        small = self._reformatter.reformat(frame, width=w, height=h, format="yuvj420p",
+                                           interpolation=Interpolation.AREA)
+        # Each picture stands alone, but the encoder wants strictly increasing timestamps in its
+        # own time base (PyAV rescales from the frame's) and no frame type carried over.
+        small.time_base = self._enc.time_base
+        small.pts = self._count
+        self._count += 1
+        small.pict_type = av.video.frame.PictureType.NONE
+        packets = self._enc.encode(small)
+        if len(packets) != 1:
+            raise MediaError("the JPEG encoder did not produce exactly one picture")
+        return bytes(packets[0])
+
+
+def frame_from_rgb(rgb: np.ndarray) -> Any:
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+class ImageDecoder:
+    """Decode one stored JPEG into a slot, in any output format."""
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def decode(self, data: bytes, format: str, out: memoryview) -> DecodedFrame:
+        dec = av.CodecContext.create("mjpeg", "r")  # stateless per picture: nothing carries over
+        try:
+            frames = dec.decode(av.Packet(data))
+        except av.FFmpegError as e:
+            raise MediaError(f"damaged proxy picture: {e}") from e
+        if len(frames) != 1:
+            raise MediaError("a proxy picture decoded to no frame")
+        return write_frame(frames[0], format, out, self._reformatter)

@@ -1,0 +1,364 @@
+"""Editor-side state of one open clip, and the worker requests it makes.
+
+A session is what a worker needs to (re)open a clip: path, stream, backend, options and the frame
+index. Its ``run_*`` methods execute on a worker's I/O thread with the live process; every reply
+is validated here before anything reaches the caller.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import (
+    DecodeError,
+    FrameQuarantined,
+    ProtocolViolation,
+)
+from .frame import Frame
+from .index import FrameIndex
+from .protocol import field
+from .proxy import ProxySpec, looks_like_jpeg
+from .shm import Slot, SlotPool
+from .store import Store
+from .supervisor import Job, Process, Worker, WorkerPool, raise_for_error
+from .types import PACKED_LAYOUT, Quality
+
+MAX_SIDE = 32768  #: largest width/height a completion record may claim
+MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
+_PIX_FMT = re.compile(r"^[a-z0-9_]{1,32}$")
+
+
+class Session:
+    """Editor-side state of one open clip: everything a worker needs to (re)open it."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, path: str, stream: int, backend: str, spec: str,
+                 options: Mapping[str, Any], pool: WorkerPool, max_slots: int, *,
+                 store: Store | None = None, identity: str | None = None,
+                 proxy_spec: ProxySpec | None = None, ram_frames: int = 8) -> None:
+        self.id = next(self._ids)
+        self.path, self.stream, self.backend, self.spec = path, stream, backend, spec
+        self.options = dict(options)
+        self.store, self.identity = store, identity
+        self.proxy_spec = proxy_spec or ProxySpec()
+        self.index: FrameIndex | None = None
+        self.source: dict[str, Any] = {}
+        self.slots = SlotPool(max_slots)
+        # Recent EXACT frames by (index, format): answered from memory, even with a stuck
+        # worker. Bounded well below the slot count: each entry keeps a slot leased.
+        self.ram: collections.OrderedDict[tuple[int, str], Frame] = collections.OrderedDict()
+        self.ram_frames = max(0, min(ram_frames, max_slots // 4))
+        self.pending: dict[tuple[int, str], Job] = {}  # queued or running EXACT/prefetch jobs
+        self.recent: collections.deque[int] = collections.deque(maxlen=3)  # requested indices
+        self._keyframes: np.ndarray | None = None
+        self._keyframes_of: FrameIndex | None = None
+        self.playhead: int | None = None
+        self.failures: collections.Counter[int] = collections.Counter()
+        self.quarantined: set[int] = set()
+        self.pool = pool
+        self.worker: Worker = pool.assign(self.id)
+        self._jobs = itertools.count(1)
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def twin(self) -> Session:
+        """A second session of the same clip and index (its own decoder, maybe another worker):
+        proxy building runs there without moving the playhead's decoder."""
+        twin = Session(self.path, self.stream, self.backend, self.spec, self.options, self.pool,
+                       4, store=self.store, identity=self.identity, proxy_spec=self.proxy_spec,
+                       ram_frames=0)
+        twin.index, twin.source = self.index, self.source
+        return twin
+
+    # -- run inside the worker's I/O thread ------------------------------------------------------
+    def attach(self, proc: Process) -> None:
+        reply, _ = proc.call({"op": "open", "session": self.id, "path": self.path,
+                              "stream": self.stream, "backend": self.spec,
+                              "options": self.options})
+        raise_for_error(reply, proc)
+        if self.index is not None:
+            # No separate warm-up: after a restart the interrupted request (the playhead) is
+            # retried first, and that positions the new decoder exactly where the editor is.
+            msg = {"op": "adopt", "session": self.id, "index": self.index.header()}
+            reply, _ = proc.call(msg, self.index.blobs())
+            raise_for_error(reply, proc)
+
+    def run_index(self, proc: Process, full_decode: bool = False) -> None:
+        reply, blobs = proc.call({"op": "index", "session": self.id,
+                                  "full_decode": full_decode})
+        raise_for_error(reply, proc)
+        index = FrameIndex.from_parts(field(reply, "index", dict), blobs)
+        self.source = _check_source(field(reply, "source", dict))
+        self.index = index
+
+    def run_frame(self, proc: Process, i: int, fmt: str) -> Frame:
+        need = self._estimate(fmt)
+        reindexed = False
+        for _ in range(8):
+            slot = self.slots.grant(need)
+            key = (self.id, slot.id)
+            job = next(self._jobs)
+            msg = {"op": "frame", "session": self.id, "job": job, "index": i, "format": fmt,
+                   "slot": slot.id, "size": slot.size, "attempt": self.failures[i]}
+            fds = None if key in proc.mapped or slot.fd is None else [slot.fd]
+            try:
+                reply, _ = proc.call(msg, fds=fds)
+                proc.mapped.add(key)
+                if reply.get("error") and reply.get("type") == "SlotTooSmall":
+                    need = _check_needed(reply.get("needed"), slot.size)
+                    self.slots.give_back(slot.id)
+                    continue
+                if reply.get("error") and reply.get("type") == "IndexMismatch" and not reindexed:
+                    self.slots.give_back(slot.id)
+                    if self.index is not None and self.index.method == "decode":
+                        raise DecodeError(f"{self.path}: frame {i}: {reply.get('message')}")
+                    self.run_index(proc, full_decode=True)
+                    reindexed = True
+                    _replace_stored(self)
+                    count = self.index.frame_count if self.index is not None else 0
+                    if i >= count:
+                        raise DecodeError(f"{self.path}: frame {i} does not exist in a sequential "
+                                          f"decode, which gives {count} frames")
+                    continue
+                raise_for_error(reply, proc)
+                return self._frame_from_record(reply, job, i, fmt, slot)
+            except BaseException:
+                self.slots.give_back(slot.id)
+                raise
+        raise ProtocolViolation("worker kept asking for bigger slots")
+
+    def frame_failed(self, i: int) -> Any:
+        def failed(error: BaseException, _job_failures: int) -> BaseException | None:
+            self.failures[i] += 1
+            if self.failures[i] < 2:
+                return None
+            self.quarantined.add(i)
+            q = FrameQuarantined(
+                f"frame {i} of {self.path} made the worker fail {self.failures[i]} times "
+                f"(last: {error}); it is quarantined"
+            )
+            q.__cause__ = error
+            return q
+
+        return failed
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _estimate(self, fmt: str) -> int:
+        w, h = int(self.source.get("width", 64)), int(self.source.get("height", 64))
+        if fmt == "native":
+            return w * h * 3 * 2  # 4:4:4 at 16 bits: pages are only touched when written
+        channels, itemsize = PACKED_LAYOUT[fmt]
+        return w * h * channels * itemsize
+
+    def _frame_from_record(self, reply: dict[str, Any], job: int, i: int, fmt: str,
+                           slot: Slot, *, quality: Quality = Quality.EXACT,
+                           shows: int | None = None,
+                           size: tuple[int, int] | None = None) -> Frame:
+        """Check a completion record against the job, the clip and the slot; build the Frame.
+
+        ``size``, when given, is the exact (width, height) the picture must have (proxies).
+        """
+        if reply.get("ok") is not True or reply.get("job") != job or reply.get("index") != i \
+                or reply.get("slot") != slot.id:
+            raise ProtocolViolation(f"completion record does not match job {job} (frame {i})")
+        rec = field(reply, "frame", dict)
+        width, height = field(rec, "width", int), field(rec, "height", int)
+        pix_fmt, itemsize = field(rec, "pix_fmt", str), field(rec, "itemsize", int)
+        planes = field(rec, "planes", list)
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE) or itemsize not in (1, 2):
+            raise ProtocolViolation(f"implausible frame {width}x{height}, itemsize {itemsize}")
+        if size is not None and (width, height) != size:
+            raise ProtocolViolation(f"picture is {width}x{height}, expected {size[0]}x{size[1]}")
+        if not 1 <= len(planes) <= 4 or not _PIX_FMT.match(pix_fmt):
+            raise ProtocolViolation("implausible plane list or pixel format")
+        end = 0
+        layout = []
+        for p in planes:
+            if (not isinstance(p, list) or len(p) != 3
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in p)):
+                raise ProtocolViolation("malformed plane record")
+            off, rows, row_bytes = p
+            if off < end or rows < 1 or row_bytes < 1 or row_bytes % itemsize \
+                    or off + rows * row_bytes > slot.size:
+                raise ProtocolViolation(f"plane {p} is outside its slot or overlaps another")
+            end = off + rows * row_bytes
+            layout.append((off, rows, row_bytes))
+        if fmt != "native":
+            channels, nbytes = PACKED_LAYOUT[fmt]
+            if (pix_fmt != fmt or itemsize != nbytes or len(layout) != 1
+                    or layout[0][1] != height or layout[0][2] != width * channels * nbytes):
+                raise ProtocolViolation(f"record does not describe a {width}x{height} {fmt} frame")
+        elif layout[0][1] != height:
+            raise ProtocolViolation("native luma plane height differs from the frame height")
+
+        dtype = np.dtype(np.uint8) if itemsize == 1 else np.dtype("<u2")
+        lease = self.slots.lease(slot)
+        views = tuple(lease.view(o, (r, b // itemsize), dtype) for o, r, b in layout)
+        if fmt != "native":
+            channels = PACKED_LAYOUT[fmt][0]
+            shape = (height, width) if channels == 1 else (height, width, channels)
+            array = lease.view(0, shape, dtype)
+        elif len(views) == 1:
+            array = views[0]
+        else:
+            array = lease.view(0, (end // itemsize,), dtype)
+        assert self.index is not None
+        return Frame(array=array, planes=views if fmt == "native" else (array,), index=i,
+                     pts=int(self.index.frame_pts[i]), time=self.index.frame_time(i),
+                     quality=quality, format=fmt, pix_fmt=pix_fmt, width=width,
+                     height=height, key_frame=bool(rec.get("key_frame") is True), lease=lease,
+                     shows=shows)
+
+    # -- fallback tiers: proxy pictures ---------------------------------------------------------
+    def proxy_size(self) -> tuple[int, int]:
+        return self.proxy_spec.size_for(int(self.source["width"]), int(self.source["height"]))
+
+    def run_image(self, proc: Process, data: bytes, size: tuple[int, int], i: int, fmt: str,
+                  quality: Quality, shows: int) -> Frame:
+        """Decode one stored proxy picture (on the image worker) into a slot of this clip."""
+        w, h = size
+        need = w * h * 3 * 2 if fmt == "native" else w * h * PACKED_LAYOUT[fmt][0] * \
+            PACKED_LAYOUT[fmt][1]
+        slot = self.slots.grant(need)
+        key = (self.id, slot.id)
+        job = next(self._jobs)
+        msg = {"op": "image", "session": self.id, "job": job, "index": i, "format": fmt,
+               "slot": slot.id, "size": slot.size}
+        fds = None if key in proc.mapped or slot.fd is None else [slot.fd]
+        try:
+            reply, _ = proc.call(msg, [data], fds)
+            proc.mapped.add(key)
+            raise_for_error(reply, proc)
+            return self._frame_from_record(reply, job, i, fmt, slot, quality=quality,
+                                           shows=shows, size=size)
+        except BaseException:
+            self.slots.give_back(slot.id)
+            raise
+
+    def run_proxies(self, proc: Process, indices: list[int]) -> list[int]:
+        """Have the worker decode ``indices`` and store their proxies; returns those stored."""
+        w, h = self.proxy_size()
+        reply, blobs = proc.call({"op": "proxies", "session": self.id, "indices": indices,
+                                  "width": w, "height": h, "quality": self.proxy_spec.quality})
+        raise_for_error(reply, proc)
+        done = field(reply, "indices", list)
+        if (len(done) != len(blobs) or not set(done) <= set(indices)
+                or len(set(done)) != len(done)):
+            raise ProtocolViolation("proxy reply does not match its request")
+        stored = []
+        for i, data in zip(done, blobs, strict=True):
+            if not looks_like_jpeg(data):
+                raise ProtocolViolation(f"proxy of frame {i} is not a JPEG picture")
+            if self.store is not None and self.identity is not None:
+                self.store.put_proxy(self.identity, self.stream, self.proxy_spec.key, i, w, h,
+                                     data)
+            stored.append(i)
+        return stored
+
+    @property
+    def keyframes(self) -> np.ndarray:
+        """Display indices of keyframes (cached: the KEYFRAME tier looks them up per request)."""
+        if self._keyframes is None or self._keyframes_of is not self.index:
+            assert self.index is not None
+            self._keyframes, self._keyframes_of = self.index.keyframes(), self.index
+        return self._keyframes
+
+    # -- the RAM tier -----------------------------------------------------------------------------
+    def ram_get(self, i: int, fmt: str) -> Frame | None:
+        with self._lock:
+            frame = self.ram.get((i, fmt))
+            if frame is not None:
+                self.ram.move_to_end((i, fmt))
+            return frame
+
+    def ram_put(self, i: int, fmt: str, frame: Frame) -> None:
+        if self.ram_frames == 0:
+            return
+        with self._lock:
+            self.ram[(i, fmt)] = frame.sibling()
+            self.ram.move_to_end((i, fmt))
+            while len(self.ram) > self.ram_frames:
+                self.ram.popitem(last=False)[1].release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        job = Job(lambda proc: _close_remote(proc, self.id))
+        with contextlib.suppress(Exception):
+            self.worker.submit(job).result(timeout=10)
+        self.pool.release(self.worker, self.id)
+        with self._lock:
+            for frame in self.ram.values():
+                frame.release()
+            self.ram.clear()
+        self.slots.close()
+
+
+def _close_remote(proc: Process, session_id: int) -> None:
+    if session_id in proc.sessions:
+        proc.call({"op": "close", "session": session_id})
+        proc.sessions.discard(session_id)
+        proc.mapped = {k for k in proc.mapped if k[0] != session_id}
+
+
+def _check_needed(value: Any, current: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not current < value <= \
+            MAX_FRAME_BYTES:
+        raise ProtocolViolation(f"implausible slot size request {value!r}")
+    return value
+
+
+def _check_source(src: dict[str, Any]) -> dict[str, Any]:
+    """The stream description from a worker, type-checked field by field."""
+    out = {
+        "codec": str(field(src, "codec", str))[:64],
+        "width": field(src, "width", int),
+        "height": field(src, "height", int),
+        "pix_fmt": str(field(src, "pix_fmt", str))[:32],
+        "bit_depth": field(src, "bit_depth", int),
+        "rotation": field(src, "rotation", int),
+        "stream_index": field(src, "stream_index", int),
+    }
+    if not (0 < out["width"] <= MAX_SIDE and 0 < out["height"] <= MAX_SIDE):
+        raise ProtocolViolation("implausible stream size")
+    rate = src.get("average_rate")
+    ok = (isinstance(rate, list) and len(rate) == 2 and all(isinstance(v, int) for v in rate)
+          and rate[0] > 0 and rate[1] > 0)
+    out["average_rate"] = rate if ok else None
+    streams = []
+    for s in src.get("streams") or []:
+        if isinstance(s, dict):
+            streams.append({k: s[k] for k in ("index", "type", "codec", "width", "height",
+                                              "pix_fmt") if isinstance(s.get(k), (int, str))})
+    out["streams"] = streams[:64]
+    return out
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store_for(cache_dir: str | os.PathLike[str] | None) -> Store:
+    key = os.fspath(cache_dir) if cache_dir is not None else ""
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = Store(cache_dir)
+        return _stores[key]
+
+
+def _replace_stored(session: Session) -> None:
+    if session.store is not None and session.identity is not None and session.index is not None:
+        session.store.put_index(session.identity, session.backend, session.stream, session.index,
+                                session.source)

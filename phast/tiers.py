@@ -1,0 +1,171 @@
+"""A frame at every deadline: requests, quality tiers, and what they fall back to.
+
+``Clip.request(i, deadline=d)`` starts the EXACT decode at playhead priority and returns a
+:class:`Request` at once. ``Request.frame()`` answers by the deadline with the best picture it can
+honestly label::
+
+    EXACT     the frame itself: from the RAM tier, or decoded in time
+    PROXY     the frame downscaled, from the proxy store (decoded on the image worker)
+    KEYFRAME  the keyframe the frame's decode starts from: exact from RAM, else its proxy
+    BLANK     zeros at proxy size
+
+The fallback lookups start ``FALLBACK_RESERVE`` before the deadline (at once for shorter
+deadlines), so a request whose exact frame arrives in time costs no proxy work. The exact decode
+goes on after the deadline (``Request.exact`` resolves, ``on_exact`` fires) unless a newer request
+for the clip supersedes it while it is still queued.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .frame import Frame
+from .types import PACKED_LAYOUT, Quality
+
+if TYPE_CHECKING:
+    from .session import Session
+
+#: Seconds before the deadline at which the fallback lookups start (a stored-proxy read plus a
+#: 360p JPEG decode on the image worker take ~2-5 ms; the rest is scheduling margin).
+FALLBACK_RESERVE = 0.020
+_helpers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phast-tier")
+
+
+class Request:
+    """One frame request with a deadline (see the module docstring)."""
+
+    def __init__(self, session: Session, index: int, fmt: str, deadline_at: float,
+                 exact: cf.Future[Frame]) -> None:
+        self.index = index
+        self.format = fmt
+        self.deadline_at = deadline_at  #: ``time.monotonic()`` value of the deadline
+        self._session = session
+        self._exact = exact
+        self._fallback: cf.Future[Frame | None] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def exact(self) -> cf.Future[Frame]:
+        """Future of the EXACT frame; cancelled if superseded before it started."""
+        return self._exact
+
+    def frame(self) -> Frame:
+        """The best frame available at the deadline (earlier if EXACT is ready). Never raises
+        for decoding trouble: a failed or quarantined exact decode degrades to a lower tier."""
+        now = time.monotonic()
+        if not self._exact.done():
+            start_fallback_at = self.deadline_at - FALLBACK_RESERVE
+            if now < start_fallback_at:
+                cf.wait([self._exact], timeout=start_fallback_at - now)
+        exact = _result(self._exact)
+        if exact is not None:
+            return exact.sibling()
+        fallback = self._start_fallback()
+        left = self.deadline_at - time.monotonic()
+        both: list[cf.Future[Any]] = [self._exact, fallback]
+        if left > 0:
+            # Take EXACT if it lands before the deadline; else the fallback once it is ready.
+            cf.wait(both, timeout=left, return_when=cf.FIRST_COMPLETED)
+            exact = _result(self._exact)
+            if exact is None and not fallback.done():
+                cf.wait(both, timeout=max(0.0, self.deadline_at - time.monotonic()),
+                        return_when=cf.FIRST_COMPLETED)
+        exact = _result(self._exact)
+        if exact is not None:
+            return exact.sibling()
+        lower = _result(fallback)
+        return lower if lower is not None else blank(self._session, self.index, self.format)
+
+    def _start_fallback(self) -> cf.Future[Frame | None]:
+        with self._lock:
+            if self._fallback is None:
+                self._fallback = _helpers.submit(fallback, self._session, self.index, self.format)
+            return self._fallback
+
+
+def _result(future: cf.Future[Any]) -> Any:
+    if not future.done() or future.cancelled():
+        return None
+    return None if future.exception() is not None else future.result()
+
+
+def fallback(session: Session, i: int, fmt: str) -> Frame | None:
+    """PROXY of frame ``i``, else its KEYFRAME (exact from RAM, else proxy), else None."""
+    proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY)
+    if proxy is not None:
+        return proxy
+    k = keyframe_for(session, i)
+    exact = session.ram_get(k, fmt)
+    if exact is not None:
+        return exact.sibling(index=i, quality=Quality.KEYFRAME, shows=k,
+                             pts=_pts(session, i), time=_time(session, i))
+    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME)
+
+
+def keyframe_for(session: Session, i: int) -> int:
+    """The keyframe (display index) whose picture stands in for frame ``i``.
+
+    The latest keyframe at or before ``i``; frames before the first listed keyframe (an edit
+    list can hide the real one) use the first.
+    """
+    assert session.index is not None
+    keys = session.keyframes
+    pos = int(np.searchsorted(keys, i, side="right")) - 1
+    return int(keys[max(pos, 0)]) if len(keys) else 0
+
+
+def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
+                 quality: Quality) -> Frame | None:
+    store = session.store
+    if store is None or session.identity is None:
+        return None
+    entry = store.get_proxy(session.identity, session.stream, session.proxy_spec.key, shows)
+    if entry is None:
+        return None
+    width, height, data = entry
+    if (width, height) != session.proxy_size():
+        return None
+    job_run: Callable[[Any], Frame] = lambda proc: session.run_image(  # noqa: E731
+        proc, data, (width, height), i, fmt, quality, shows)
+    from .supervisor import PLAYHEAD, Job
+
+    try:
+        worker = session.pool.image_worker()
+        frame: Frame = worker.submit(Job(job_run, priority=PLAYHEAD)).result()
+        return frame
+    except Exception:
+        return None
+
+
+def blank(session: Session, i: int, fmt: str) -> Frame:
+    """A zero picture at proxy size, labelled BLANK (``shows`` is -1: it shows no frame)."""
+    w, h = session.proxy_size()
+    if fmt == "native":
+        array = np.zeros((h, w), np.uint8)
+        planes: tuple[np.ndarray, ...] = (array,)
+        pix_fmt = "gray"
+    else:
+        channels, itemsize = PACKED_LAYOUT[fmt]
+        shape = (h, w) if channels == 1 else (h, w, channels)
+        array = np.zeros(shape, np.uint8 if itemsize == 1 else np.dtype("<u2"))
+        planes, pix_fmt = (array,), fmt
+    array.setflags(write=False)
+    return Frame(array=array, planes=planes, index=i, pts=_pts(session, i),
+                 time=_time(session, i), quality=Quality.BLANK, format=fmt, pix_fmt=pix_fmt,
+                 width=w, height=h, key_frame=False, shows=-1)
+
+
+def _pts(session: Session, i: int) -> int:
+    assert session.index is not None
+    return int(session.index.frame_pts[i])
+
+
+def _time(session: Session, i: int) -> float:
+    assert session.index is not None
+    return session.index.frame_time(i)
