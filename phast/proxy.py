@@ -2,11 +2,11 @@
 
 A proxy is one frame downscaled (area filter) to ``height`` rows and stored as one baseline JPEG
 (intra-only: any proxy is one read and one small decode, no neighbours). Why 360 rows and JPEG
-at quantiser 5, from ``hwbench proxies`` style measurements on the 1080p demo clip (noisy, so a
-worst case): 640x360 costs ~32-36 KB per frame (~60 MB per minute at 30 fps), ~1.3 ms to
-encode and ~1.2 ms to decode to rgb24, at ~38 dB PSNR against the exact downscale; 960x540
-doubles size and costs. Editors scrub at 360p-540p; 360p keeps a 4 GiB store at an hour of
-footage.
+at quantiser 5, from ``hwbench proxies --sweep`` on the 1080p demo clip (noisy, so a worst
+case): 640x360 q5 costs 35.5 KB per frame (64 MB per minute at 30 fps), 1.8 ms to encode and
+1.4 ms to decode to rgb24, at 36.3 dB PSNR against the exact downscale; q2 buys 3 dB for 1.8x
+the bytes, 960x540 q5 doubles bytes and costs. Editors scrub at 360p-540p; at 360p a 4 GiB
+store holds about an hour of such footage.
 
 Only plain arithmetic here: the editor imports this module, and never encodes or decodes.
 """
