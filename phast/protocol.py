@@ -18,6 +18,9 @@ from typing import Any
 
 from .errors import ProtocolViolation
 
+#: Changes whenever a record's meaning changes; READY carries it and the editor checks it.
+VERSION = "phast-1"
+
 _HEADER = struct.Struct("!II")
 MAX_JSON = 1 << 20  #: a control record is small; anything bigger is hostile
 MAX_BLOBS = 1 << 30  #: index arrays of a very long clip stay far below this

@@ -125,6 +125,11 @@ class Process:
         if ready.get("ready") is not True:
             self.kill()
             raise WorkerStartError("worker sent something other than READY")
+        if ready.get("protocol") != protocol.VERSION:
+            # e.g. phast upgraded on disk under a running editor: the two would misread each other
+            self.kill()
+            raise WorkerStartError(f"worker speaks protocol {ready.get('protocol')!r}, the editor "
+                                   f"{protocol.VERSION!r}: restart the editor after upgrading")
         self.sandbox: dict[str, str] = {str(k): str(v) for k, v in
                                         (ready.get("sandbox") or {}).items()}
 
@@ -402,7 +407,10 @@ class WorkerPool:
         with self._lock:
             if self._closed:
                 raise PhastError("the worker pool is shut down")
-            if len(self._workers) < self.max_workers:
+            idle = [w for w in self._workers if not w.sessions and not w._stopping]
+            if idle:  # a worker whose process may still be up: no interpreter to boot
+                worker = idle[0]
+            elif len(self._workers) < self.max_workers:
                 worker = Worker(self)
                 self._workers.append(worker)
             else:

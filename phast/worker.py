@@ -251,7 +251,8 @@ def main(argv: list[str]) -> int:
     if os.environ.get("PHAST_WORKER_MEMORY"):
         limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
     report = sandbox.confine(limits)
-    protocol.send(sock, {"ready": True, "pid": os.getpid(), "sandbox": report})
+    protocol.send(sock, {"ready": True, "pid": os.getpid(), "sandbox": report,
+                         "protocol": protocol.VERSION})
     Worker(sock).serve()
     return 0
 

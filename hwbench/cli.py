@@ -1,0 +1,218 @@
+"""``hwbench`` command line: ``access``, ``torture`` and ``democlip`` subcommands.
+
+Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
+Only argparse and the standard library are imported at module level, so ``hwbench --help``
+(and every subcommand's ``--help``) works without importing PyAV, numpy or phast's workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _size(text: str) -> tuple[int, int]:
+    from .democlip import parse_size  # numpy only, no av
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _demo_dir(args: argparse.Namespace) -> str | None:
+    """--demo-dir, else <--cache-dir>/demo, else democlip's default."""
+    if args.demo_dir:
+        return str(args.demo_dir)
+    if getattr(args, "cache_dir", None):
+        return str(Path(args.cache_dir) / "demo")
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hwbench", description="phast benchmarks: exact random access against in-process "
+        "PyAV, and a fixed-rate request runner with a CPU-time power estimate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", help="phast index store (parent of a fresh temporary "
+                        "store for `access`); demo clips go to CACHE_DIR/demo unless --demo-dir")
+    common.add_argument("--demo-dir", help="where demo clips are generated and reused")
+    common.add_argument("--seed", type=int, default=1234, help="request sequence seed")
+    common.add_argument("--threads", type=int, default=0,
+                        help="decoder threads for phast's worker and the baseline (0 = auto)")
+    common.add_argument("--workers", type=int, default=None,
+                        help="phast worker pool size (default: phast's default)")
+    common.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    a = sub.add_parser("access", parents=[common], help="random/scrub/sequential access: phast "
+                       "vs in-process PyAV seek+decode, with memory, CPU and pixel checks")
+    a.add_argument("files", nargs="*", metavar="FILE", help="clips (default: demo clips)")
+    a.add_argument("--clips", default="1080p,720p",
+                   help="demo clip kinds when no FILE is given (default 1080p,720p)")
+    a.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    a.add_argument("--random", type=_positive_int, default=100, help="random requests")
+    a.add_argument("--scrub", type=_positive_int, default=200, help="scrub requests")
+    a.add_argument("--sequential", type=_positive_int, default=300, help="sequential frames")
+    a.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    a.add_argument("--memory-clips", type=int, default=4, help="clips open in the memory probe")
+    a.add_argument("--memory-touch", type=_positive_int, default=5,
+                   help="random requests per clip before memory is measured")
+    a.set_defaults(func=_cmd_access)
+
+    t = sub.add_parser("torture", parents=[common], help="fixed-rate request schedule against "
+                       "one clip: on-time fraction, latency, CPU share, power estimate")
+    t.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
+    t.add_argument("--rate", type=float, default=30.0, help="requests per second (default 30)")
+    t.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    t.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
+    t.add_argument("--tdp", type=float, default=None,
+                   help="CPU package TDP in W for the power estimate (else $PHAST_TDP_W, else "
+                   "15 W)")
+    t.add_argument("--budget", type=float, default=None,
+                   help="power budget in W (default: the TDP, i.e. the whole package)")
+    t.add_argument("--max-inflight", type=int, default=1,
+                   help="requests out at once; a tick finding all busy is skipped (default 1)")
+    t.add_argument("--drain", type=float, default=10.0,
+                   help="seconds to wait for in-flight requests after the schedule ends")
+    t.add_argument("--deadline", type=float, default=None,
+                   help="seconds each request may take (default: one period)")
+    t.add_argument("--exact", action="store_true",
+                   help="blocking EXACT requests, no deadline (phast's tiers off)")
+    t.add_argument("--no-proxies", action="store_true",
+                   help="no background proxy building during the run")
+    t.add_argument("--compare-pyav", action="store_true",
+                   help="then run in-process PyAV seek-and-decode on the same schedule")
+    t.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
+    t.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    t.set_defaults(func=_cmd_torture)
+
+    d = sub.add_parser("democlip", help="generate (once) and print the path of a demo clip")
+    d.add_argument("kind", nargs="?", default="1080p", help="1080p or 720p (default 1080p)")
+    x = sub.add_parser("proxies", parents=[common], help="proxy tier: build throughput, bytes "
+                       "per minute, hit latency (or --sweep the spec candidates)")
+    x.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
+    x.add_argument("--height", type=int, default=360, help="proxy height (default 360)")
+    x.add_argument("--hits", type=_positive_int, default=300, help="proxy reads timed")
+    x.add_argument("--sweep", action="store_true",
+                   help="compare proxy sizes and JPEG quantisers instead")
+    x.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
+    x.set_defaults(func=_cmd_proxies)
+    d.add_argument("--seconds", type=float, default=None, help="length override (own file)")
+    d.add_argument("--size", type=_size, default=None, help="picture size override, WxH")
+    d.add_argument("--dir", dest="demo_dir", default=None, help="output directory")
+    d.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    d.set_defaults(func=_cmd_democlip)
+    return parser
+
+
+def _cmd_access(args: argparse.Namespace) -> int:
+    from . import access
+    from .democlip import demo_clip
+
+    files = list(args.files)
+    if not files:
+        kinds = [k.strip() for k in args.clips.split(",") if k.strip()]
+        files = [str(demo_clip(k, _demo_dir(args), seconds=args.seconds,
+                               progress=not args.quiet)) for k in kinds]
+    for f in files:
+        if not Path(f).is_file():
+            print(f"hwbench access: no such file: {f}", file=sys.stderr)
+            return 2
+    if args.cache_dir:
+        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    cfg = access.AccessConfig(
+        seed=args.seed, random=args.random, scrub=args.scrub, sequential=args.sequential,
+        cache_dir=args.cache_dir, workers=args.workers, threads=args.threads,
+        memory=not args.no_memory, memory_clips=max(1, args.memory_clips),
+        memory_touch=args.memory_touch, progress=not args.quiet)
+    result = access.run(files, cfg)
+    print(access.format_table(result))
+    if args.json:
+        access.write_json(result, args.json)
+    return 0
+
+
+def _cmd_torture(args: argparse.Namespace) -> int:
+    from . import torture
+    from .democlip import demo_clip
+
+    path = args.file or str(demo_clip(args.clip, _demo_dir(args),
+                                      seconds=args.seconds, progress=not args.quiet))
+    if not Path(path).is_file():
+        print(f"hwbench torture: no such file: {path}", file=sys.stderr)
+        return 2
+    cfg = torture.TortureConfig(
+        rate=args.rate, duration=args.duration, pattern=args.pattern, seed=args.seed,
+        tdp=args.tdp, budget=args.budget, cache_dir=args.cache_dir, threads=args.threads,
+        workers=args.workers, max_inflight=args.max_inflight, drain_s=args.drain,
+        progress=not args.quiet, deadline=args.deadline, exact=args.exact,
+        proxies=not args.no_proxies)
+    report = torture.run_torture(path, cfg)
+    print(torture.format_report(report))
+    if args.compare_pyav:
+        import dataclasses
+
+        peer = torture.run_torture(path, dataclasses.replace(cfg, system="pyav"))
+        print()
+        print(torture.format_report(peer))
+        report["peers"] = {"pyav": {k: v for k, v in peer.items() if k != "request_log"}}
+    if args.json:
+        torture.write_json(report, args.json)
+    return 0
+
+
+def _cmd_proxies(args: argparse.Namespace) -> int:
+    from . import proxies
+    from .democlip import demo_clip
+
+    path = args.file or str(demo_clip(args.clip, _demo_dir(args), progress=not args.quiet))
+    if args.sweep:
+        rows = proxies.sweep(path)
+        print(proxies.format_sweep(rows))
+        result: Any = {"sweep": rows}
+    else:
+        result = proxies.run(path, height=args.height, hits=args.hits, seed=args.seed,
+                             progress=not args.quiet)
+        print(proxies.format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_democlip(args: argparse.Namespace) -> int:
+    from .democlip import demo_clip
+
+    print(demo_clip(args.kind, args.demo_dir, seconds=args.seconds, size=args.size,
+                    progress=not args.quiet))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hwbench`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: Any = args.func(args)
+    except ValueError as e:
+        print(f"hwbench {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,565 @@
+"""``hwbench torture``: requests at a fixed rate, on a fixed schedule, against one open clip.
+
+What a run does (see :func:`run_torture`):
+
+* Request ``k`` is *scheduled* at ``t0 + k / rate`` (absolute times on the monotonic clock, so
+  lateness never accumulates into drift). The frame it asks for is the ``k``-th index of the
+  pattern (:mod:`hwbench.patterns`): a function of the schedule, as an editor's playhead is a
+  function of the clock, not of which earlier requests finished.
+* At its scheduled time a request is handed to a request thread, which calls
+  ``clip.frame(i, deadline=d)`` (``d`` = one period unless ``--deadline`` says otherwise: phast
+  answers on time with the best quality tier it has) -- or ``clip.frame(i)`` (blocking, EXACT)
+  with ``--exact`` -- and records the call's latency and the returned quality. At most
+  ``max_inflight`` requests are out at once (default 1: an editor that waits for its frame); a
+  tick that finds them all busy is *skipped* -- it counts as a request that was neither
+  completed nor on time.
+* A request is **on time** if it completes within one period (``1 / rate``) of its scheduled
+  time. ``on_time`` is the fraction of *all scheduled requests* (skipped ones included).
+* After ``duration`` no new request is issued; in-flight ones get ``drain_s`` to finish (late).
+
+Power: this version has no power meter. :class:`CpuTimeModel` *estimates* power from the CPU
+time of the whole process tree (editor + workers)::
+
+    cpu_share   = tree CPU seconds / (wall seconds x logical cores)
+    estimated_w = cpu_share x tdp_w
+    budget_share = estimated_w / budget_w
+
+``tdp_w`` comes from ``--tdp``, else ``$PHAST_TDP_W``, else 15 W for the whole CPU package (a
+typical laptop U-series part). ``budget_w`` defaults to ``tdp_w`` (the whole package), so
+``budget_share`` then equals ``cpu_share``. Every figure from this model is labelled
+"estimate (CPU-time model)": it ignores idle/uncore power, frequency scaling and other
+processes. Only CPU time and timing are *measured*.
+
+Extension points, for the power-budget issue that follows: a :class:`Meter` gives cumulative
+(CPU seconds, joules) readings -- a RAPL or NVML meter slots in next to :class:`CpuTimeModel`;
+a :class:`Governor` picks each request's tier before it is issued and hears its outcome after
+-- :class:`ExactOnly` always asks for "exact", the only tier phast has today.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import patterns, procstats
+from .procstats import percentile, system_busy_seconds, tree_cpu_seconds
+
+DEFAULT_TDP_W = 15.0
+METER_NAME = "cpu-time-model"
+METER_LABEL = "estimate (CPU-time model)"
+MODEL_TEXT = ("cpu_share = process-tree CPU s / (wall s x logical cores); "
+              "estimated_w = cpu_share x tdp_w; budget_share = estimated_w / budget_w")
+
+
+def resolve_tdp(cli_value: float | None) -> tuple[float, str]:
+    """TDP in watts and where it came from: ``--tdp``, ``$PHAST_TDP_W`` or the default."""
+    if cli_value is not None:
+        if not cli_value > 0:
+            raise ValueError("--tdp must be positive")
+        return float(cli_value), "--tdp"
+    env = os.environ.get("PHAST_TDP_W")
+    if env:
+        try:
+            value = float(env)
+        except ValueError as e:
+            raise ValueError(f"PHAST_TDP_W must be a number of watts, got {env!r}") from e
+        if not value > 0:
+            raise ValueError("PHAST_TDP_W must be positive")
+        return value, "PHAST_TDP_W"
+    return DEFAULT_TDP_W, f"default ({DEFAULT_TDP_W:g} W for the whole CPU package)"
+
+
+# -- meters -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reading:
+    """A cumulative meter reading at monotonic time ``t``."""
+
+    t: float
+    cpu_s: float  #: process tree (editor + workers)
+    energy_j: float  #: measured or estimated, as the meter's ``label`` says
+    machine_cpu_s: float | None = None  #: every process on the machine (None: unknown)
+
+
+class Meter(Protocol):
+    name: str  #: machine name, e.g. "cpu-time-model"
+    label: str  #: what the energy figures are, e.g. "estimate (CPU-time model)"
+
+    def read(self) -> Reading: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class CpuTimeModel:
+    """Energy estimated from process-tree CPU time: ``cpu_s / cores x tdp_w`` joules."""
+
+    name = METER_NAME
+    label = METER_LABEL
+
+    def __init__(self, tdp_w: float, tdp_source: str, cores: int) -> None:
+        self.tdp_w, self.tdp_source, self.cores = tdp_w, tdp_source, cores
+
+    def read(self) -> Reading:
+        cpu = tree_cpu_seconds()
+        return Reading(time.monotonic(), cpu, cpu / self.cores * self.tdp_w,
+                       system_busy_seconds())
+
+    def describe(self) -> dict[str, Any]:
+        return {"meter": self.name, "meter_label": self.label, "model": MODEL_TEXT,
+                "tdp_w": self.tdp_w, "tdp_source": self.tdp_source, "logical_cores": self.cores}
+
+
+# -- governor ---------------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    """One scheduled request and what happened to it (times are seconds after ``t0``)."""
+
+    k: int
+    index: int
+    scheduled: float
+    tier: str = "exact"
+    issued: float | None = None
+    done: float | None = None
+    latency: float | None = None  #: duration of the clip.frame call
+    quality: str | None = None
+    error: str | None = None
+    skipped: bool = False
+
+    def on_time(self, period: float) -> bool:
+        return self.done is not None and self.error is None and \
+            self.done - self.scheduled <= period
+
+
+class Governor(Protocol):
+    name: str
+
+    def tier(self, request: Request) -> str:
+        """The tier to ask for (called at the request's scheduled time)."""
+        ...
+
+    def observe(self, request: Request, reading: Reading | None) -> None:
+        """Hear a finished request (``reading`` may be None when no meter sample is at hand)."""
+        ...
+
+
+class ExactOnly:
+    """Always EXACT: phast has no other tier yet."""
+
+    name = "exact-only"
+
+    def tier(self, request: Request) -> str:
+        return "exact"
+
+    def observe(self, request: Request, reading: Reading | None) -> None:
+        return None
+
+
+# -- the runner -------------------------------------------------------------------------------
+
+@dataclass
+class TortureConfig:
+    """Knobs of one ``hwbench torture`` run."""
+
+    rate: float = 30.0
+    duration: float = 60.0
+    pattern: str = "mixed"
+    seed: int = 1234
+    tdp: float | None = None
+    budget: float | None = None  #: watts; None = the whole package (tdp)
+    cache_dir: str | None = None
+    threads: int = 0
+    workers: int | None = None
+    max_inflight: int = 1
+    drain_s: float = 10.0
+    deadline: float | None = None  #: seconds; None = one period
+    exact: bool = False  #: blocking EXACT requests, no deadline
+    proxies: bool = True  #: phast builds proxies in the background (as editors run it)
+    system: str = "phast"  #: "phast", or "pyav": in-process seek-and-decode on the same schedule
+    progress: bool = True
+    progress_every: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _log(cfg: TortureConfig, text: str) -> None:
+    if cfg.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+class _Sampler(threading.Thread):
+    """Reads the meter at ``t0 + 1, t0 + 2, ...`` (absolute times) until stopped."""
+
+    def __init__(self, meter: Meter, t0: float, seconds: int) -> None:
+        super().__init__(name="hwbench-meter", daemon=True)
+        self.meter, self.t0, self.seconds = meter, t0, seconds
+        self.readings: list[Reading] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        for s in range(1, self.seconds + 1):
+            if self._halt.wait(max(0.0, self.t0 + s - time.monotonic())):
+                return
+            self.readings.append(self.meter.read())
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def _r6(v: float | None) -> float | None:
+    return None if v is None else round(v, 6)
+
+
+def _ms_stats(values: list[float]) -> dict[str, float | None]:
+    ms = [v * 1000 for v in values]
+    return {"p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
+            "mean": sum(ms) / len(ms) if ms else None, "max": max(ms) if ms else None}
+
+
+def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
+                governor: Governor | None = None) -> dict[str, Any]:
+    """Run the fixed-rate schedule against ``path``; returns a JSON-ready report."""
+    import phast
+
+    if not cfg.rate > 0 or not cfg.duration > 0:
+        raise ValueError("rate and duration must be positive")
+    if cfg.max_inflight < 1:
+        raise ValueError("max_inflight must be at least 1")
+    cores, cores_source = procstats.logical_cores()
+    tdp_w, tdp_source = resolve_tdp(cfg.tdp)
+    budget_w = cfg.budget if cfg.budget is not None else tdp_w
+    budget_source = "--budget" if cfg.budget is not None else "default (= tdp_w, whole package)"
+    if not budget_w > 0:
+        raise ValueError("--budget must be positive")
+    meter = meter or CpuTimeModel(tdp_w, tdp_source, cores)
+    governor = governor or ExactOnly()
+    period = 1.0 / cfg.rate
+    n = max(1, round(cfg.rate * cfg.duration))
+
+    pool = phast.WorkerPool(max_workers=cfg.workers) if cfg.system == "phast" else None
+    executor = ThreadPoolExecutor(max_workers=cfg.max_inflight,
+                                  thread_name_prefix="hwbench-request")
+    free = threading.Semaphore(cfg.max_inflight)
+    lock = threading.Lock()
+    done_count = 0
+    clip: Any = None
+    req_deadline = None if cfg.exact else (cfg.deadline or period)
+    try:
+        w0 = time.perf_counter()
+        clip = _open_system(path, cfg, pool)
+        open_s = time.perf_counter() - w0
+        indices = patterns.pattern_indices(cfg.pattern, len(clip), n, cfg.seed, cfg.rate)
+        # Warm-up: the editor has the clip open and on screen before the schedule starts
+        # (this also starts the worker when the index came from disk).
+        w0 = time.perf_counter()
+        clip.fetch(indices[0], None)
+        warmup_s = time.perf_counter() - w0
+        requests = [Request(k, indices[k], k * period) for k in range(n)]
+
+        def serve(req: Request, t0: float) -> None:
+            nonlocal done_count
+            try:
+                start = time.monotonic()
+                req.issued = start - t0
+                try:
+                    req.quality = clip.fetch(req.index, req_deadline)
+                except Exception as e:
+                    req.error = f"{type(e).__name__}: {e}"
+                end = time.monotonic()
+                req.latency, req.done = end - start, end - t0
+                governor.observe(req, None)
+            finally:
+                with lock:
+                    done_count += 1
+                free.release()
+
+        t0 = time.monotonic() + 0.05
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        start_reading = meter.read()
+        sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
+        sampler.start()
+        next_progress = cfg.progress_every
+        for req in requests:
+            delay = t0 + req.scheduled - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            req.tier = governor.tier(req)
+            if free.acquire(blocking=False):
+                executor.submit(serve, req, t0)
+            else:
+                req.skipped = True
+            elapsed = time.monotonic() - t0
+            if elapsed >= next_progress:
+                next_progress += cfg.progress_every
+                _log(cfg, _progress_line(requests[:req.k + 1], elapsed, cfg, period,
+                                         start_reading, meter.read()))
+        # Let the last period run out, then drain what is still in flight (late by then).
+        time.sleep(max(0.0, t0 + cfg.duration - time.monotonic()))
+        issued = sum(1 for r in requests if not r.skipped)
+        deadline = time.monotonic() + cfg.drain_s
+        while time.monotonic() < deadline:
+            with lock:
+                if done_count >= issued:
+                    break
+            time.sleep(0.005)
+        end_reading = meter.read()
+        sampler.stop()
+        sampler.join()
+        with lock:
+            drained = done_count >= issued
+        report = _report(cfg, requests, period, t0, start_reading, end_reading,
+                         sampler.readings, meter, governor, budget_w, budget_source)
+        if req_deadline is not None:
+            # How late past its own deadline each answered request returned (negative: early).
+            over = [r.latency - req_deadline for r in requests if r.latency is not None]
+            report["slack_ms"] = _ms_stats(over)
+        report.update(clip={"path": str(Path(path).resolve()), "frames": len(clip),
+                            "width": clip.width, "height": clip.height},
+                      system=cfg.system, deadline_s=req_deadline,
+                      proxy_progress=clip.proxy_progress(),
+                      open_s=open_s, warmup_s=warmup_s, drained=drained,
+                      logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
+        return report
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        if clip is not None:
+            clip.close()
+        if pool is not None:
+            pool.shutdown()
+
+
+class _PhastSystem:
+    """phast as an editor uses it: deadline requests (or blocking EXACT ones)."""
+
+    def __init__(self, path: str, cfg: TortureConfig, pool: Any) -> None:
+        import phast
+
+        self.clip = phast.open(path, cache_dir=cfg.cache_dir, pool=pool, proxies=cfg.proxies,
+                               backend_options={"threads": cfg.threads})
+        self.width, self.height = self.clip.info.width, self.clip.info.height
+
+    def __len__(self) -> int:
+        return len(self.clip)
+
+    def fetch(self, i: int, deadline: float | None) -> str:
+        with self.clip.frame(i, deadline=deadline) as f:
+            return str(f.quality)
+
+    def proxy_progress(self) -> list[int] | None:
+        p = self.clip.proxy_progress
+        return None if p is None else list(p)
+
+    def close(self) -> None:
+        self.clip.close()
+
+
+class _PyAVSystem:
+    """What users would otherwise write: in-process seek + decode forward (always EXACT)."""
+
+    def __init__(self, path: str, cfg: TortureConfig, pool: Any) -> None:
+        from .baseline import PyAVBaseline
+
+        self.base = PyAVBaseline(path, threads=cfg.threads)
+        self.width = self.height = 0
+        first = self.base.frame(0)
+        self.height, self.width = first.shape[:2]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def fetch(self, i: int, deadline: float | None) -> str:
+        self.base.frame(i)
+        return "exact"
+
+    def proxy_progress(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def _open_system(path: str, cfg: TortureConfig, pool: Any) -> Any:
+    if cfg.system == "phast":
+        return _PhastSystem(path, cfg, pool)
+    if cfg.system == "pyav":
+        return _PyAVSystem(path, cfg, pool)
+    raise ValueError(f"unknown system {cfg.system!r}")
+
+
+def _progress_line(done: list[Request], elapsed: float, cfg: TortureConfig, period: float,
+                   r0: Reading, r1: Reading) -> str:
+    completed = sum(1 for r in done if r.done is not None)
+    on_time = sum(1 for r in done if r.on_time(period))
+    busy = (r1.cpu_s - r0.cpu_s) / max(r1.t - r0.t, 1e-9)
+    return (f"torture: {elapsed:5.1f}/{cfg.duration:g} s  requests {len(done)}  "
+            f"completed {completed}  on time {on_time} ({100 * on_time / max(len(done), 1):.0f}%)"
+            f"  cpu {busy:.2f} cores")
+
+
+def _other_load(a: Reading, b: Reading) -> float | None:
+    """Cores busy with other processes between two readings (None if the meter cannot tell)."""
+    if a.machine_cpu_s is None or b.machine_cpu_s is None:
+        return None
+    other = (b.machine_cpu_s - a.machine_cpu_s) - (b.cpu_s - a.cpu_s)
+    return max(other, 0.0) / max(b.t - a.t, 1e-9)
+
+
+def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: float,
+            r0: Reading, r1: Reading, samples: list[Reading], meter: Meter,
+            governor: Governor, budget_w: float, budget_source: str) -> dict[str, Any]:
+    desc = meter.describe()
+    cores = int(desc.get("logical_cores") or procstats.logical_cores()[0])
+    wall = max(r1.t - t0, 1e-9)
+    cpu = r1.cpu_s - r0.cpu_s
+    cpu_share = cpu / (wall * cores)
+    energy = r1.energy_j - r0.energy_j
+    est_w = energy / wall
+    completed = [r for r in requests if r.done is not None and r.error is None]
+    on_time = [r for r in requests if r.on_time(period)]
+    qualities = Counter(r.quality for r in completed)
+    series = []
+    marks = [r0, *samples]
+    for s in range(math.ceil(cfg.duration)):
+        in_sec = [r for r in requests if s <= r.scheduled < s + 1]
+        row: dict[str, Any] = {
+            "t": s, "requests": len(in_sec),
+            "issued": sum(1 for r in in_sec if not r.skipped),
+            "completed": sum(1 for r in in_sec if r.done is not None and r.error is None),
+            "on_time": sum(1 for r in in_sec if r.on_time(period)),
+            "skipped": sum(1 for r in in_sec if r.skipped),
+            "quality": dict(Counter(r.quality for r in in_sec
+                                    if r.done is not None and r.error is None)),
+        }
+        if s + 1 < len(marks):
+            a, b = marks[s], marks[s + 1]
+            row["cpu_s"] = b.cpu_s - a.cpu_s
+            row["estimated_w"] = (b.energy_j - a.energy_j) / max(b.t - a.t, 1e-9)
+            row["other_load_cores"] = _other_load(a, b)
+        else:  # not sampled: never made up
+            row["cpu_s"] = row["estimated_w"] = row["other_load_cores"] = None
+        series.append(row)
+    return {
+        "tool": "hwbench torture",
+        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "pattern": cfg.pattern, "rate_hz": cfg.rate, "period_ms": 1000 * period,
+        "duration_s": cfg.duration, "wall_s": wall,
+        "requests": len(requests),
+        "issued": sum(1 for r in requests if not r.skipped),
+        "skipped": sum(1 for r in requests if r.skipped),
+        "completed": len(completed),
+        "failed": sum(1 for r in requests if r.error is not None),
+        "on_time_count": len(on_time),
+        "on_time": len(on_time) / len(requests),
+        "quality_mix": {q: c / len(completed) for q, c in qualities.items()} if completed else {},
+        "quality_counts": dict(qualities),
+        "tiers": (["exact"] if cfg.exact or cfg.system != "phast"
+                  else ["exact", "proxy", "keyframe", "blank"]),
+        "governor": governor.name,
+        "latency_ms": _ms_stats([r.latency for r in completed if r.latency is not None]),
+        "response_ms": _ms_stats([r.done - r.scheduled for r in completed
+                                  if r.done is not None]),
+        "cpu_s": cpu, "cpu_share": cpu_share, "other_load_cores": _other_load(r0, r1),
+        **desc,
+        "estimated_w": est_w,
+        "budget": budget_w, "budget_source": budget_source,
+        "budget_share": est_w / budget_w,
+        "estimate_note": f"estimated_w and budget_share are an {METER_LABEL}, not a measurement",
+        "errors": sorted({r.error for r in requests if r.error})[:10],
+        "series": series,
+        # one row per scheduled request: k, index, scheduled/issued/done (s after t0),
+        # call latency (s), quality, skipped
+        "request_log": [[r.k, r.index, round(r.scheduled, 6), _r6(r.issued), _r6(r.done),
+                         _r6(r.latency), r.quality, r.skipped] for r in requests],
+    }
+
+
+def format_report(rep: dict[str, Any], step: int = 5) -> str:
+    """Compact stdout summary; the series is printed in ``step``-second buckets."""
+    lat, resp = rep["latency_ms"], rep["response_ms"]
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    c = rep["clip"]
+    dl = ("none (blocking EXACT)" if rep["deadline_s"] is None
+          else f"{1e3 * rep['deadline_s']:.1f} ms")
+    lines = [
+        f"torture [{rep['system']}]: {Path(c['path']).name} ({c['width']}x{c['height']}, "
+        f"{c['frames']} frames), pattern {rep['pattern']}, {rep['rate_hz']:g} Hz for "
+        f"{rep['duration_s']:g} s (period {rep['period_ms']:.1f} ms), deadline {dl}, "
+        f"max in flight {rep['config']['max_inflight']}",
+        f"open {rep['open_s']:.2f} s, warm-up frame {1000 * rep['warmup_s']:.0f} ms "
+        f"(both before the schedule)",
+        f"requests {rep['requests']}: issued {rep['issued']}, skipped (busy) {rep['skipped']}, "
+        f"completed {rep['completed']}, failed {rep['failed']}, on time {rep['on_time_count']} "
+        f"= {100 * rep['on_time']:.1f}%",
+        f"latency ms (clip.frame call): p50 {ms(lat['p50'])}  p95 {ms(lat['p95'])}  "
+        f"p99 {ms(lat['p99'])}  max {ms(lat['max'])}",
+        f"response ms (completion - schedule): p50 {ms(resp['p50'])}  p95 {ms(resp['p95'])}  "
+        f"p99 {ms(resp['p99'])}",
+        "quality mix: " + (", ".join(f"{k} {100 * v:.0f}%" for k, v in
+                                     rep["quality_mix"].items()) or "-"),
+        *([f"past the deadline, ms (call latency - deadline; negative = early): "
+           f"p50 {ms(rep['slack_ms']['p50'])}  p95 {ms(rep['slack_ms']['p95'])}  "
+           f"p99 {ms(rep['slack_ms']['p99'])}  max {ms(rep['slack_ms']['max'])}"]
+          if "slack_ms" in rep else []),
+        f"CPU (editor + workers, measured): {rep['cpu_s']:.2f} s over {rep['wall_s']:.1f} s wall"
+        f" on {rep['logical_cores']} logical cores = cpu_share {100 * rep['cpu_share']:.1f}%",
+        f"power, {rep['meter_label']}: ~{rep['estimated_w']:.2f} W of tdp {rep['tdp_w']:g} W "
+        f"[{rep['tdp_source']}]; budget {rep['budget']:g} W [{rep['budget_source']}] -> "
+        f"budget_share {100 * rep['budget_share']:.1f}%",
+        f"model: {rep['model']}",
+        f"other processes on this machine (measured): {_cores(rep.get('other_load_cores'))} "
+        f"cores on average",
+        f"{'t (s)':>8}{'requests':>10}{'on time':>9}{'skipped':>9}{'cpu s':>8}{'est W':>8}"
+        f"{'other cores':>13}  tier mix (exact/proxy/keyframe/blank %)",
+    ]
+    series = rep["series"]
+    for i in range(0, len(series), step):
+        chunk = series[i:i + step]
+        cpu_vals = [r["cpu_s"] for r in chunk]
+        known = None not in cpu_vals
+        cpu = sum(v for v in cpu_vals if v is not None) if known else None
+        watts = [r["estimated_w"] for r in chunk]
+        est = sum(v for v in watts if v is not None) / len(watts) if known else None
+        lines.append(f"{chunk[0]['t']:>3}-{chunk[-1]['t'] + 1:<4}"
+                     f"{sum(r['requests'] for r in chunk):>10}"
+                     f"{sum(r['on_time'] for r in chunk):>9}"
+                     f"{sum(r['skipped'] for r in chunk):>9}"
+                     f"{'-' if cpu is None else f'{cpu:.2f}':>8}"
+                     f"{'-' if est is None else f'{est:.2f}':>8}"
+                     f"{_cores(_mean([r.get('other_load_cores') for r in chunk])):>13}"
+                     f"  {_mix(chunk)}")
+    return "\n".join(lines)
+
+
+def _mix(chunk: list[dict[str, Any]]) -> str:
+    counts: Counter[str] = Counter()
+    for row in chunk:
+        counts.update(row.get("quality") or {})
+    total = sum(counts.values())
+    if not total:
+        return "-"
+    return "/".join(f"{100 * counts[q] / total:.0f}" for q in ("exact", "proxy", "keyframe",
+                                                             "blank"))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known and len(known) == len(values) else None
+
+
+def _cores(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def write_json(rep: dict[str, Any], path: str) -> None:
+    Path(path).write_text(json.dumps(rep, indent=2, default=str))
