@@ -129,7 +129,6 @@ class Clip:
         if i in s.quarantined:
             raise FrameQuarantined(f"frame {i} of {s.path} is quarantined (it crashed workers)")
         hit = s.ram_get(i, format)
-        s.playhead = i
         if hit is not None:
             return hit.sibling()
         return self._exact_job(i, format, supersedable=False).future.result().sibling()
@@ -155,7 +154,6 @@ class Clip:
                 or not deadline > 0 or math.isinf(deadline):
             raise InvalidArgument(f"deadline must be positive seconds, got {deadline!r}")
         deadline_at = time.monotonic() + float(deadline)
-        s.playhead = i
         hit = s.ram_get(i, format)
         if hit is not None:
             exact: cf.Future[Frame] = cf.Future()
@@ -168,8 +166,10 @@ class Clip:
             exact = self._exact_job(i, format, supersedable=True).future
         if on_exact is not None:
             exact.add_done_callback(lambda f: _deliver(f, on_exact))
+        hopeless = not exact.done() and s.exact_estimate(i) > float(deadline)
+        s.recent.append(i)
         self._prefetch(i, format)
-        return Request(s, i, format, deadline_at, exact)
+        return Request(s, i, format, deadline_at, exact, fallback_now=hopeless)
 
     def index_at(self, seconds: float) -> int:
         """Display index of the frame on screen at ``seconds``; :class:`FrameOutOfRange` if none."""
@@ -202,7 +202,8 @@ class Clip:
                 if priority < job.priority:
                     s.worker.promote(job, priority)  # a prefetch became the playhead
                 return job
-            job = Job(lambda proc: s.run_frame(proc, i, fmt), session=s,
+            work = s.decode_work(i)
+            job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
                       failed=s.frame_failed(i), priority=priority)
             job.supersedable = supersedable
             s.pending[(i, fmt)] = job
@@ -224,7 +225,6 @@ class Clip:
     def _prefetch(self, i: int, fmt: str) -> None:
         """Playing forward or backward (steady steps of 1 or 2): decode the next frames ahead."""
         s = self._session
-        s.recent.append(i)
         if len(s.recent) < 3:
             return
         a, b, c = s.recent

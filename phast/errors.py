@@ -119,6 +119,7 @@ class IndexMismatch(PhastError, RuntimeError):
 WORKER_ERROR_TYPES: dict[str, type[PhastError]] = {
     cls.__name__: cls
     for cls in (
+        SourceNotFound,
         MediaError,
         NoVideoStream,
         UnsupportedCodec,

@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,8 @@ class Session:
     def __init__(self, path: str, stream: int, backend: str, spec: str,
                  options: Mapping[str, Any], pool: WorkerPool, max_slots: int, *,
                  store: Store | None = None, identity: str | None = None,
-                 proxy_spec: ProxySpec | None = None, ram_frames: int = 8) -> None:
+                 proxy_spec: ProxySpec | None = None, ram_frames: int = 8,
+                 worker: Worker | None = None) -> None:
         self.id = next(self._ids)
         self.path, self.stream, self.backend, self.spec = path, stream, backend, spec
         self.options = dict(options)
@@ -61,12 +63,12 @@ class Session:
         self.pending: dict[tuple[int, str], Job] = {}  # queued or running EXACT/prefetch jobs
         self.recent: collections.deque[int] = collections.deque(maxlen=3)  # requested indices
         self._keyframes: np.ndarray | None = None
+        self.per_frame_s = 0.005  #: EWMA of decode seconds per frame of work (cost model)
         self._keyframes_of: FrameIndex | None = None
-        self.playhead: int | None = None
         self.failures: collections.Counter[int] = collections.Counter()
         self.quarantined: set[int] = set()
         self.pool = pool
-        self.worker: Worker = pool.assign(self.id)
+        self.worker: Worker = pool.assign(self.id, worker)
         self._jobs = itertools.count(1)
         self._lock = threading.Lock()
         self.closed = False
@@ -76,7 +78,7 @@ class Session:
         proxy building runs there without moving the playhead's decoder."""
         twin = Session(self.path, self.stream, self.backend, self.spec, self.options, self.pool,
                        4, store=self.store, identity=self.identity, proxy_spec=self.proxy_spec,
-                       ram_frames=0)
+                       ram_frames=0, worker=self.pool.build_worker())
         twin.index, twin.source = self.index, self.source
         return twin
 
@@ -273,6 +275,30 @@ class Session:
             self._keyframes, self._keyframes_of = self.index.keyframes(), self.index
         return self._keyframes
 
+    # -- the cost model -------------------------------------------------------------------------
+    def timed_frame(self, proc: Process, i: int, fmt: str, work: int) -> Frame:
+        """:meth:`run_frame`, feeding the cost model: ``work`` frames took this long."""
+        t = time.monotonic()
+        frame = self.run_frame(proc, i, fmt)
+        if work > 1:
+            per_frame = (time.monotonic() - t) / work
+            self.per_frame_s += 0.2 * (per_frame - self.per_frame_s)  # an EWMA over decodes
+        return frame
+
+    def decode_work(self, i: int) -> int:
+        """Frames the worker must decode for frame ``i``: few when it continues from the last
+        request in the same GOP, else from the frame's keyframe."""
+        assert self.index is not None
+        last = self.recent[-1] if self.recent else None
+        start = self.index.frame_start
+        if last is not None and 0 <= i - last <= 32 and start[i] == start[last]:
+            return i - last + 1
+        return _frames_from_start(self.index, i)
+
+    def exact_estimate(self, i: int) -> float:
+        """Seconds an EXACT decode of frame ``i`` should take if started now (from RAM: 0)."""
+        return self.decode_work(i) * self.per_frame_s
+
     # -- the RAM tier -----------------------------------------------------------------------------
     def ram_get(self, i: int, fmt: str) -> Frame | None:
         with self._lock:
@@ -304,6 +330,11 @@ class Session:
                 frame.release()
             self.ram.clear()
         self.slots.close()
+
+
+def _frames_from_start(index: FrameIndex, i: int) -> int:
+    """Frames decoded from frame ``i``'s start packet up to it (decode order, inclusive)."""
+    return int(index.frame_packet[i] - index.frame_start[i]) + 1
 
 
 def _close_remote(proc: Process, session_id: int) -> None:

@@ -82,6 +82,7 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
     return env
 
 
+BUILD_NICENESS = 10  #: scheduling niceness added to the proxy-building worker's processes
 ADMISSION_RETRY = 0.05  #: seconds before a postponed job is offered to the admission policy again
 
 
@@ -99,14 +100,15 @@ def describe_exit(returncode: int | None) -> str:
 class Process:
     """One worker OS process and the editor's end of its control socket."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, nice: int = 0) -> None:
         self.config = config
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err = None if config.debug_stderr else subprocess.DEVNULL
         try:
             # spawn (fork+exec of a fresh interpreter), never a bare fork of the editor
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "phast.worker", str(child.fileno()), str(os.getpid())],
+                [sys.executable, "-m", "phast.worker", str(child.fileno()), str(os.getpid()),
+                 str(nice)],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, env=_worker_env(config), close_fds=True, start_new_session=True,
             )
@@ -267,8 +269,9 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, nice: int = 0) -> None:
         self.id = next(self._ids)
+        self.nice = nice  #: added to its processes' scheduling niceness (background work)
         self.pool = pool
         self.config = pool.config
         self.sessions: set[int] = set()
@@ -331,7 +334,7 @@ class Worker:
 
     def _ensure_process(self) -> Process:
         if self.proc is None:
-            self.proc = Process(self.config)
+            self.proc = Process(self.config, self.nice)
         return self.proc
 
     def _discard_process(self, reason: str) -> None:
@@ -399,14 +402,20 @@ class WorkerPool:
         self.admission = admission
         self._image_worker: Worker | None = None
         self._images_ready: Future[Any] = Future()
+        self._build_worker: Worker | None = None
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def assign(self, session_id: int) -> Worker:
+    def assign(self, session_id: int, worker: Worker | None = None) -> Worker:
+        """The worker for a new session: ``worker`` if given, else an idle one, else a new one
+        below ``max_workers``, else the least loaded."""
         with self._lock:
             if self._closed:
                 raise PhastError("the worker pool is shut down")
+            if worker is not None:
+                worker.sessions.add(session_id)
+                return worker
             idle = [w for w in self._workers if not w.sessions and not w._stopping]
             if idle:  # a worker whose process may still be up: no interpreter to boot
                 worker = idle[0]
@@ -427,6 +436,8 @@ class WorkerPool:
         with self._lock:
             if worker.sessions:
                 return False
+            if worker is self._build_worker:
+                self._build_worker = None
             with contextlib.suppress(ValueError):
                 self._workers.remove(worker)
             return True
@@ -445,6 +456,16 @@ class WorkerPool:
                 self._images_ready = self._image_worker.submit(Job(_prepare_images))
             return self._image_worker
 
+    def build_worker(self) -> Worker:
+        """The worker that builds proxies, at a lower OS priority (niceness +10): background
+        work takes the cores only when the playhead and the fallbacks leave them idle."""
+        with self._lock:
+            if self._closed:
+                raise PhastError("the worker pool is shut down")
+            if self._build_worker is None or self._build_worker._stopping:
+                self._build_worker = Worker(self, nice=BUILD_NICENESS)
+            return self._build_worker
+
     def prepare_images(self, timeout: float | None = None) -> None:
         """Block until the image worker is up with its decoder loaded (it starts on its own
         when a clip opens; fallbacks requested before this return degrade to BLANK)."""
@@ -460,9 +481,10 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
-            if self._image_worker is not None:
-                workers.append(self._image_worker)
-                self._image_worker = None
+            for extra in (self._image_worker, self._build_worker):
+                if extra is not None:
+                    workers.append(extra)
+            self._image_worker = self._build_worker = None
         for w in workers:
             w.stop()
         for w in workers:

@@ -9,10 +9,11 @@ honestly label::
     KEYFRAME  the keyframe the frame's decode starts from: exact from RAM, else its proxy
     BLANK     zeros at proxy size
 
-The fallback lookups start ``FALLBACK_RESERVE`` before the deadline (at once for shorter
-deadlines), so a request whose exact frame arrives in time costs no proxy work. The exact decode
-goes on after the deadline (``Request.exact`` resolves, ``on_exact`` fires) unless a newer request
-for the clip supersedes it while it is still queued.
+The fallback lookups start ``FALLBACK_RESERVE`` before the deadline, so a request whose exact
+frame arrives in time costs no proxy work -- or at once, when the clip's cost model
+(:meth:`Session.exact_estimate`) says the exact frame cannot make the deadline (a long seek).
+The exact decode goes on after the deadline (``Request.exact`` resolves, ``on_exact`` fires)
+unless a newer request for the clip supersedes it while it is still queued.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Request:
     """One frame request with a deadline (see the module docstring)."""
 
     def __init__(self, session: Session, index: int, fmt: str, deadline_at: float,
-                 exact: cf.Future[Frame]) -> None:
+                 exact: cf.Future[Frame], *, fallback_now: bool = False) -> None:
         self.index = index
         self.format = fmt
         self.deadline_at = deadline_at  #: ``time.monotonic()`` value of the deadline
@@ -49,6 +50,8 @@ class Request:
         self._exact = exact
         self._fallback: cf.Future[Frame | None] | None = None
         self._lock = threading.Lock()
+        if fallback_now and not exact.done():
+            self._start_fallback()
 
     @property
     def exact(self) -> cf.Future[Frame]:
@@ -59,7 +62,7 @@ class Request:
         """The best frame available at the deadline (earlier if EXACT is ready). Never raises
         for decoding trouble: a failed or quarantined exact decode degrades to a lower tier."""
         now = time.monotonic()
-        if not self._exact.done():
+        if not self._exact.done() and self._fallback is None:
             start_fallback_at = self.deadline_at - FALLBACK_RESERVE
             if now < start_fallback_at:
                 cf.wait([self._exact], timeout=start_fallback_at - now)

@@ -247,6 +247,8 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     if len(argv) > 2:
         sandbox.die_with_parent(int(argv[2]))
+    if len(argv) > 3 and int(argv[3]):
+        os.nice(int(argv[3]))  # background work (proxy building) yields the cores
     limits = {}
     if os.environ.get("PHAST_WORKER_MEMORY"):
         limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
