@@ -1,5 +1,8 @@
 """``hwbench access``: phast against in-process PyAV, side by side, on the same requests.
 
+Exact access only: clips are opened with ``proxies=False``, so no background proxy building
+competes (or is charged to phast); ``hwbench torture`` measures phast as editors run it.
+
 For each clip, in one run (see :func:`bench_clip`):
 
 1. **Index.** phast's first open (index build in a worker, into an empty index store), a reopen
@@ -256,13 +259,13 @@ def bench_clip(path: str, cfg: AccessConfig) -> dict[str, Any]:
         # -- index (warm-up, not part of request timings) ----------------------------------
         _log(cfg, f"[{name}] phast: first open (index build)")
         c0, w0 = tree_cpu_seconds(), time.perf_counter()
-        clip = phast.open(path, cache_dir=store, backend_options=opts, pool=pool)
+        clip = phast.open(path, cache_dir=store, backend_options=opts, pool=pool, proxies=False)
         first_open = time.perf_counter() - w0
         index_cpu = tree_cpu_seconds() - c0
         info = clip.info
         clip.close()
         w0 = time.perf_counter()
-        clip = phast.open(path, cache_dir=store, backend_options=opts, pool=pool)
+        clip = phast.open(path, cache_dir=store, backend_options=opts, pool=pool, proxies=False)
         reopen = time.perf_counter() - w0
         w0 = time.perf_counter()
         with clip.frame(0) as f0:

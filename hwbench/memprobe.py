@@ -47,7 +47,7 @@ def probe(opts: dict[str, Any]) -> dict[str, Any]:
         pool = phast.WorkerPool(max_workers=opts.get("workers"))
 
         def open_one() -> Any:
-            return phast.open(path, cache_dir=opts.get("cache_dir"), pool=pool,
+            return phast.open(path, cache_dir=opts.get("cache_dir"), pool=pool, proxies=False,
                               backend_options={"threads": int(opts.get("threads", 0))})
 
         def request(clip: Any, i: int) -> None:
