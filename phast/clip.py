@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import logging
 import math
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -163,7 +165,11 @@ class Clip:
             exact.set_exception(FrameQuarantined(f"frame {i} of {s.path} is quarantined"))
         else:
             self._supersede(i, format)
-            exact = self._exact_job(i, format, supersedable=True).future
+            # A decode that cannot make the deadline (a long seek) waits for the playhead to
+            # settle: while a scrub goes on, the next request cancels it before it costs CPU;
+            # when the playhead stops, it starts and refines the picture.
+            settle = SETTLE if s.exact_estimate(i) > float(deadline) else 0.0
+            exact = self._exact_job(i, format, supersedable=True, delay=settle).future
         if on_exact is not None:
             exact.add_done_callback(lambda f: _deliver(f, on_exact))
         hopeless = not exact.done() and s.exact_estimate(i) > float(deadline)
@@ -191,8 +197,11 @@ class Clip:
         return i
 
     def _exact_job(self, i: int, fmt: str, *, supersedable: bool,
-                   priority: int = PLAYHEAD) -> Job:
-        """The (shared) job decoding frame ``i`` in ``fmt``; its result also lands in RAM."""
+                   priority: int = PLAYHEAD, delay: float = 0.0) -> Job:
+        """The (shared) job decoding frame ``i`` in ``fmt``; its result also lands in RAM.
+
+        With ``delay``, the job is queued only after that many seconds, unless cancelled first.
+        """
         s = self._session
         with s._lock:
             job = s.pending.get((i, fmt))
@@ -210,7 +219,12 @@ class Clip:
         # The callback must not capture `job`: future -> callback -> job -> future would be a
         # cycle keeping the decoded frame (and its slot) alive until a garbage collection.
         job.future.add_done_callback(lambda f: _exact_done(s, i, fmt, f))
-        s.worker.submit(job)
+        if delay > 0:
+            timer = threading.Timer(delay, _submit_unless_cancelled, (s, job))
+            timer.daemon = True
+            timer.start()
+        else:
+            s.worker.submit(job)
         return job
 
     def _supersede(self, i: int, fmt: str) -> None:
@@ -297,6 +311,12 @@ def _close(session: Session, builder: ProxyBuilder | None) -> None:
         builder.stop()
         builder.session.close()
     session.close()
+
+
+def _submit_unless_cancelled(s: Session, job: Job) -> None:
+    if not job.future.cancelled() and not s.closed:
+        with contextlib.suppress(PhastError):  # the pool shut down meanwhile
+            s.worker.submit(job)
 
 
 def _deliver(future: cf.Future[Frame], callback: Callable[[Frame], None]) -> None:
@@ -399,5 +419,9 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
 
 
 log = logging.getLogger(__name__)
+
+#: Seconds a hopeless EXACT decode (one the cost model says cannot make its deadline) waits for
+#: the playhead to settle before it starts. Scrubbing at display rate supersedes it first.
+SETTLE = 0.15
 
 __all__ = ["Clip", "PhastError", "Request", "open"]

@@ -321,6 +321,10 @@ class Session:
             if self.closed:
                 return
             self.closed = True
+        with self._lock:
+            waiting = list(self.pending.values())
+        for job in waiting:  # outside the lock: cancelling runs callbacks that take it
+            job.future.cancel()  # queued or delayed decodes of a closed clip never run
         job = Job(lambda proc: _close_remote(proc, self.id))
         with contextlib.suppress(Exception):
             self.worker.submit(job).result(timeout=10)

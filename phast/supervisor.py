@@ -82,7 +82,11 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
     return env
 
 
-BUILD_NICENESS = 10  #: scheduling niceness added to the proxy-building worker's processes
+#: Scheduling niceness added to worker processes. Deadlines first: the editor and the image
+#: worker (fallback tiers) run at the editor's priority, playhead decoding a little below it
+#: (a long seek must not delay a fallback on a busy machine), proxy building far below.
+DECODE_NICENESS = 4
+BUILD_NICENESS = 10
 ADMISSION_RETRY = 0.05  #: seconds before a postponed job is offered to the admission policy again
 
 
@@ -407,6 +411,9 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
 
+    def new_worker(self) -> Worker:
+        return Worker(self, nice=DECODE_NICENESS)
+
     def assign(self, session_id: int, worker: Worker | None = None) -> Worker:
         """The worker for a new session: ``worker`` if given, else an idle one, else a new one
         below ``max_workers``, else the least loaded."""
@@ -420,7 +427,7 @@ class WorkerPool:
             if idle:  # a worker whose process may still be up: no interpreter to boot
                 worker = idle[0]
             elif len(self._workers) < self.max_workers:
-                worker = Worker(self)
+                worker = self.new_worker()
                 self._workers.append(worker)
             else:
                 worker = min(self._workers, key=lambda w: len(w.sessions))

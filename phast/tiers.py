@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 #: Seconds before the deadline at which the fallback lookups start (a stored-proxy read plus a
 #: 360p JPEG decode on the image worker take ~2-5 ms; the rest is scheduling margin).
 FALLBACK_RESERVE = 0.020
+#: Seconds before the deadline at which ``Request.frame()`` stops waiting, so that thread
+#: wake-up delays on a busy machine still land the return inside the deadline.
+RETURN_MARGIN = 0.003
 _helpers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phast-tier")
 
 
@@ -63,21 +66,22 @@ class Request:
         for decoding trouble: a failed or quarantined exact decode degrades to a lower tier."""
         now = time.monotonic()
         if not self._exact.done() and self._fallback is None:
-            start_fallback_at = self.deadline_at - FALLBACK_RESERVE
+            start_fallback_at = self.deadline_at - FALLBACK_RESERVE - RETURN_MARGIN
             if now < start_fallback_at:
                 cf.wait([self._exact], timeout=start_fallback_at - now)
         exact = _result(self._exact)
         if exact is not None:
             return exact.sibling()
         fallback = self._start_fallback()
-        left = self.deadline_at - time.monotonic()
+        end = self.deadline_at - RETURN_MARGIN
+        left = end - time.monotonic()
         both: list[cf.Future[Any]] = [self._exact, fallback]
         if left > 0:
             # Take EXACT if it lands before the deadline; else the fallback once it is ready.
             cf.wait(both, timeout=left, return_when=cf.FIRST_COMPLETED)
             exact = _result(self._exact)
             if exact is None and not fallback.done():
-                cf.wait(both, timeout=max(0.0, self.deadline_at - time.monotonic()),
+                cf.wait(both, timeout=max(0.0, end - time.monotonic()),
                         return_when=cf.FIRST_COMPLETED)
         exact = _result(self._exact)
         if exact is not None:
