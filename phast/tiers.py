@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 FALLBACK_RESERVE = 0.020
 #: Seconds before the deadline at which ``Request.frame()`` stops waiting, so that thread
 #: wake-up delays on a busy machine still land the return inside the deadline.
-RETURN_MARGIN = 0.003
+RETURN_MARGIN = 0.006
 _helpers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phast-tier")
 
 
