@@ -425,8 +425,9 @@ class SoftwareBackend(Backend):
                 pkt = self._next_packet()
                 where = self._identify(pkt) if pkt is not None else None
                 if where is not None and where <= start:
+                    # the landing packet is the first of the stream from here: read it again
                     self._next_pos = where
-                    self._pending = pkt
+                    self._packets = _chain_one(pkt, self._packets)
                     landed = True
                     break
             if not landed:
@@ -450,19 +451,12 @@ class SoftwareBackend(Backend):
 
     def _skip_to(self, start: int) -> None:
         """Demux (without decoding) until the next packet to read is at ``start``."""
-        pending = getattr(self, "_pending", None)
-        self._pending = None
         while self._next_pos < start:
-            pkt = pending if pending is not None else self._next_packet()
-            pending = None
-            if pkt is None:
+            if self._next_packet() is None:
                 raise DecodeError(f"{self._path}: the stream ended before packet {start}")
             self._next_pos += 1
             if self._next_pos % 256 == 0:
                 self._progress()
-        if pending is not None:
-            # the landing packet is the start packet itself: feed it first
-            self._packets = _chain_one(pending, self._packets)
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:

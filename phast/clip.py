@@ -50,6 +50,7 @@ class Clip:
     def __init__(self, session: Session, builder: ProxyBuilder | None = None) -> None:
         self._session = session
         self._builder = builder
+        self._info: tuple[Any, ClipInfo] | None = None
         self._finalizer = weakref.finalize(self, _close, session, builder)
 
     # -- facts ----------------------------------------------------------------------------------
@@ -67,6 +68,9 @@ class Clip:
         s = self._session
         idx = s.index
         assert idx is not None
+        cached = self._info
+        if cached is not None and cached[0] is idx:
+            return cached[1]  # the index only changes when a mismatch forces a re-index
         src = s.source
         count = idx.frame_count
         start = idx.frame_time(0)
@@ -80,7 +84,7 @@ class Clip:
                 avg = Fraction(*rate)
         else:
             avg = Fraction(*rate) if rate else Fraction(0)
-        return ClipInfo(
+        info = ClipInfo(
             path=s.path, stream=s.stream, stream_index=src["stream_index"], codec=src["codec"],
             width=src["width"], height=src["height"], pix_fmt=src["pix_fmt"],
             bit_depth=src["bit_depth"],
@@ -91,6 +95,8 @@ class Clip:
             streams=tuple(StreamInfo(**{k: v for k, v in st.items()}) for st in
                           src.get("streams", [])),
         )
+        self._info = (idx, info)
+        return info
 
     @property
     def worker_pid(self) -> int | None:

@@ -60,6 +60,7 @@ class FrameIndex:
     damaged: bool = False
     frame_times: np.ndarray = field(init=False, repr=False)
     packet_frame: np.ndarray = field(init=False, repr=False)
+    _duration: float | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         for name in _ARRAYS:
@@ -103,6 +104,11 @@ class FrameIndex:
 
     def frame_duration(self) -> float:
         """Typical display duration of one frame in seconds (median pts step)."""
+        if self._duration is None:  # computed once: frame_at() asks on every call
+            self._duration = self._median_step()
+        return self._duration
+
+    def _median_step(self) -> float:
         if self.frame_count < 2:
             return 0.0
         steps = np.diff(self.frame_times)

@@ -71,7 +71,7 @@ class Lease:
     def __init__(self, pool: SlotPool, slot: Slot) -> None:
         self.slot = slot
         self._interface: dict[str, Any] = {}
-        weakref.finalize(self, pool._give_back, slot.id)
+        weakref.finalize(self, pool.give_back, slot.id)
 
     def view(self, offset: int, shape: tuple[int, ...], dtype: np.dtype,
              strides: tuple[int, ...] | None = None) -> np.ndarray:
@@ -156,17 +156,6 @@ class SlotPool:
                 self._drain()
             finally:
                 self._lock.release()
-
-    _give_back = give_back
-
-    def discard(self, slot_id: int) -> None:
-        """Forget a slot a misbehaving worker may still hold mapped (never reuse it)."""
-        with self._lock:
-            self._drain()
-            slot = self._slots.pop(slot_id, None)
-            self._free.discard(slot_id)
-        if slot is not None:
-            slot.close()
 
     @property
     def leased(self) -> int:

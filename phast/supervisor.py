@@ -253,12 +253,12 @@ class Job:
         self.future: Future[Any] = Future()
         self.failures = 0
         self.priority = priority
-        self.order = (priority, next(self._seq))
+        self.seq = next(self._seq)  # FIFO among equal priorities
         self.supersedable = False  #: a newer request for the clip may cancel it while queued
         self._failed = failed
 
     def __lt__(self, other: Job) -> bool:
-        return (self.priority, self.order[1]) < (other.priority, other.order[1])
+        return (self.priority, self.seq) < (other.priority, other.seq)
 
     def failed(self, error: BaseException) -> BaseException | None:
         """Record a worker failure; return the error to raise, or None to retry."""

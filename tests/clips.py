@@ -19,7 +19,7 @@ identity can be checked by comparing pixels. The expected number of decoded fram
 recorded here: encoders and muxers may drop or hide frames (see ``mp4_editlist``), so tests
 compute it with the reference decoder in ``tests/reference.py``.
 
-Only stdlib, numpy and av are imported, so this module can be used outside pytest too.
+Only stdlib, numpy, av and phast.testing are imported, so it can be used outside pytest too.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from types import MappingProxyType
 
 import av
 import numpy as np
+
+from phast.testing.clips import synthetic_picture  # the same picture generator
 
 __all__ = [
     "BAD_INPUT_NAMES",
@@ -123,34 +125,6 @@ class ClipSpec:
 def _seed(name: str) -> int:
     # crc32 rather than hash(): str hashes are salted per process, we need stable content.
     return zlib.crc32(name.encode())
-
-
-def synthetic_picture(index: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """Return frame ``index`` of the synthetic sequence as an ``(height, width, 3)`` rgb24 array.
-
-    Content: a diagonal gradient that scrolls with ``index``, a square moving horizontally, a
-    binary frame counter (bottom-left, 4x4-pixel cells, LSB first) and uniform noise drawn from
-    ``rng``. The noise guarantees neighbouring frames differ even where the motion wraps; the
-    counter lets a human (or test) read the frame number off a decoded picture.
-    """
-    y, x = np.mgrid[0:height, 0:width]
-    red = (x * 255 // max(width - 1, 1) + 5 * index) % 256
-    green = (y * 255 // max(height - 1, 1) + 3 * index) % 256
-    blue = ((x + y) * 2 + 7 * index) % 256
-    picture = np.stack([red, green, blue], axis=-1).astype(np.int16)
-
-    side = max(min(width, height) // 4, 4)
-    left = (index * 3) % max(width - side, 1)
-    top = (height - side) // 2
-    picture[top : top + side, left : left + side] = (240, 240, 32)
-
-    cell = 4
-    for bit in range(min(12, width // cell)):
-        value = 255 if (index >> bit) & 1 else 0
-        picture[height - cell : height, bit * cell : (bit + 1) * cell] = value
-
-    picture += rng.integers(-6, 7, size=picture.shape, dtype=np.int16)
-    return np.clip(picture, 0, 255).astype(np.uint8)
 
 
 def _video_frames(
