@@ -65,8 +65,7 @@ class ProxyBuilder:
                 self._finished.set()
                 return
             chunk = self._plan.pop(0)
-            job = Job(lambda proc: self.session.run_proxies(proc, chunk),
-                      session=self.session, priority=BUILD)
+            job = _build_job(self.session, chunk, governed=True)
             self._current = job
         job.future.add_done_callback(lambda f: self._chunk_done(f, chunk))
         try:
@@ -99,8 +98,7 @@ class ProxyBuilder:
                 if not self._plan:
                     break
                 chunk = self._plan.pop(0)
-            job = Job(lambda proc, c=chunk: self.session.run_proxies(proc, c),  # type: ignore[misc]
-                      session=self.session, priority=BUILD)
+            job = _build_job(self.session, chunk, governed=False)  # an order: never refused
             try:
                 stored = self.session.worker.submit(job).result()
             except Exception as e:
@@ -120,6 +118,12 @@ class ProxyBuilder:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
+
+
+def _build_job(session: Session, chunk: list[int], *, governed: bool) -> Job:
+    job = Job(lambda proc: session.run_proxies(proc, chunk), session=session, priority=BUILD)
+    job.account, job.kind, job.work, job.governed = session.account, "build", len(chunk), governed
+    return job
 
 
 class _Cached:

@@ -32,6 +32,7 @@ from .errors import (
     WorkerCrashed,
 )
 from .frame import Frame
+from .governor import resolve_budget
 from .proxy import ProxySpec
 from .session import Session, _check_source, _store_for
 from .store import source_identity
@@ -214,6 +215,7 @@ class Clip:
             if job is not None and not job.future.cancelled() and (
                     not job.future.done() or job.future.exception() is None):
                 job.supersedable = job.supersedable and supersedable
+                job.governed = job.governed and supersedable  # a blocking call is an order
                 if priority < job.priority:
                     s.worker.promote(job, priority)  # a prefetch became the playhead
                 return job
@@ -221,6 +223,10 @@ class Clip:
             job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
                       failed=s.frame_failed(i), priority=priority)
             job.supersedable = supersedable
+            # Deadline requests and prefetches spend the clip's budget only when admitted; a
+            # blocking frame() is charged but never refused.
+            job.account, job.kind, job.work = s.account, "exact", max(1, work)
+            job.governed = supersedable or priority != PLAYHEAD
             s.pending[(i, fmt)] = job
         # The callback must not capture `job`: future -> callback -> job -> future would be a
         # cycle keeping the decoded frame (and its slot) alive until a garbage collection.
@@ -317,6 +323,9 @@ def _close(session: Session, builder: ProxyBuilder | None) -> None:
         builder.stop()
         builder.session.close()
     session.close()
+    governor, account = session.pool.governor, session.account
+    if governor is not None and account is not None:
+        governor.close_account(account)
 
 
 def _submit_unless_cancelled(s: Session, job: Job) -> None:
@@ -352,7 +361,7 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
          cache_dir: str | os.PathLike[str] | None = None,
          backend_options: Mapping[str, Any] | None = None, pool: WorkerPool | None = None,
          max_slots: int = 32, proxies: bool | None = None, proxy_height: int = 360,
-         ram_frames: int = 8) -> Clip:
+         ram_frames: int = 8, budget: float | str | None = None) -> Clip:
     """Open video stream ``stream`` (0 = first video stream) of ``path``.
 
     The first open of a source scans it once in a worker; the frame index is stored under
@@ -361,7 +370,10 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     passed to the backend. ``proxies=True`` builds ``proxy_height``-row proxies of the clip in
     the background (keyframes first) for the fallback tiers (default: on, unless the environment
     sets ``PHAST_PROXIES=0``); ``ram_frames`` recent EXACT frames
-    are kept in memory. Raises :class:`SourceNotFound`, :class:`MediaError` (and subclasses
+    are kept in memory. ``budget`` is the share of the host's sustainable TDP this clip's work
+    may use (default 0.10, or ``$PHAST_BUDGET``; ``"off"``: ungoverned); see
+    :mod:`phast.governor`. Opening itself (the index scan) is not governed. Raises
+    :class:`SourceNotFound`, :class:`MediaError` (and subclasses
     ``NoVideoStream``, ``UnsupportedCodec``), :class:`BackendNotFound`, :class:`InvalidArgument`.
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -375,6 +387,7 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     if isinstance(ram_frames, bool) or not isinstance(ram_frames, int) or ram_frames < 0:
         raise InvalidArgument("ram_frames must be a non-negative int")
     proxy_spec = ProxySpec(height=proxy_height)
+    share = resolve_budget(budget)
     if proxies is None:
         proxies = os.environ.get("PHAST_PROXIES", "1") != "0"
     options = dict(backend_options or {})
@@ -407,6 +420,9 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
                 store.put_index(identity, name, stream, session.index,  # type: ignore[arg-type]
                                 session.source)
             pool.image_worker()  # the fallback tiers' decoder, started before it is needed
+            if share is not None:
+                session.account = pool.ensure_governor().open_account(
+                    share, os.path.basename(p))
             builder = None
             if proxies:
                 builder = ProxyBuilder(session.twin(), full=True)

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .shm import Slot, SlotPool
 from .store import Store
 from .supervisor import Job, Process, Worker, WorkerPool, raise_for_error
 from .types import PACKED_LAYOUT, Quality
+
+if TYPE_CHECKING:
+    from .governor import Account
 
 MAX_SIDE = 32768  #: largest width/height a completion record may claim
 MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
@@ -64,6 +67,12 @@ class Session:
         self.recent: collections.deque[int] = collections.deque(maxlen=3)  # requested indices
         self._keyframes: np.ndarray | None = None
         self.per_frame_s = 0.005  #: EWMA of decode seconds per frame of work (cost model)
+        self.account: Account | None = None  #: the power budget paying for this clip's work
+        # Decoded proxy pictures by (shown index, format), copied out of their slots: the
+        # KEYFRAME tier of a scrub keeps hitting the same few, and serving them from memory
+        # costs no decode (what the governor falls back on when the budget is spent).
+        self.proxy_ram: collections.OrderedDict[tuple[int, str], Frame] = \
+            collections.OrderedDict()
         self._keyframes_of: FrameIndex | None = None
         self.failures: collections.Counter[int] = collections.Counter()
         self.quarantined: set[int] = set()
@@ -80,6 +89,7 @@ class Session:
                        4, store=self.store, identity=self.identity, proxy_spec=self.proxy_spec,
                        ram_frames=0, worker=self.pool.build_worker())
         twin.index, twin.source = self.index, self.source
+        twin.account = self.account
         return twin
 
     # -- run inside the worker's I/O thread ------------------------------------------------------
@@ -316,6 +326,23 @@ class Session:
             while len(self.ram) > self.ram_frames:
                 self.ram.popitem(last=False)[1].release()
 
+    def proxy_ram_get(self, shows: int, fmt: str) -> Frame | None:
+        with self._lock:
+            frame = self.proxy_ram.get((shows, fmt))
+            if frame is not None:
+                self.proxy_ram.move_to_end((shows, fmt))
+            return frame
+
+    def proxy_ram_put(self, shows: int, fmt: str, frame: Frame) -> None:
+        own = frame.copy()  # out of the slot: a cache must not hold the clip's slots
+        for array in (own.array, *own.planes):
+            array.setflags(write=False)  # handed out again: nobody may paint over it
+        with self._lock:
+            self.proxy_ram[(shows, fmt)] = own
+            self.proxy_ram.move_to_end((shows, fmt))
+            while len(self.proxy_ram) > PROXY_RAM:
+                self.proxy_ram.popitem(last=False)
+
     def close(self) -> None:
         with self._lock:
             if self.closed:
@@ -334,6 +361,10 @@ class Session:
                 frame.release()
             self.ram.clear()
         self.slots.close()
+
+
+#: Decoded proxy pictures kept per clip (640x360 rgb24: 0.7 MB each).
+PROXY_RAM = 24
 
 
 def _frames_from_start(index: FrameIndex, i: int) -> int:

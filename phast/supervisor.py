@@ -40,9 +40,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol
+
+if TYPE_CHECKING:
+    from .governor import Account, Governor
 from .errors import (
     WORKER_ERROR_TYPES,
     DecodeError,
@@ -88,6 +91,15 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
 DECODE_NICENESS = 4
 BUILD_NICENESS = 10
 ADMISSION_RETRY = 0.05  #: seconds before a postponed job is offered to the admission policy again
+
+
+def _cpu_or_zero(pid: int) -> float:
+    from .power import process_cpu_seconds
+
+    try:
+        return process_cpu_seconds(pid)
+    except (OSError, ValueError):
+        return 0.0
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -138,6 +150,7 @@ class Process:
                                    f"{protocol.VERSION!r}: restart the editor after upgrading")
         self.sandbox: dict[str, str] = {str(k): str(v) for k, v in
                                         (ready.get("sandbox") or {}).items()}
+        self.ready_cpu_s = _cpu_or_zero(self.pid)  #: start-up cost, not charged to any budget
 
     # -- low level ----------------------------------------------------------------------------
     def send(self, msg: dict[str, Any], blobs: list[bytes] | None = None,
@@ -231,11 +244,6 @@ PLAYHEAD, PREFETCH, BUILD = 0, 1, 2
 PRIORITY_NAMES = {PLAYHEAD: "playhead", PREFETCH: "prefetch", BUILD: "build"}
 
 
-def admit_all(priority: int) -> bool:
-    """The default admission policy: every job runs as soon as its worker is free."""
-    return True
-
-
 class Job:
     """One unit of work for a worker; ``run`` is called with the live process (maybe again).
 
@@ -255,6 +263,14 @@ class Job:
         self.priority = priority
         self.seq = next(self._seq)  # FIFO among equal priorities
         self.supersedable = False  #: a newer request for the clip may cancel it while queued
+        # The power governor's view (phast/governor.py): whose budget pays, what kind of work and
+        # how many units of it (frames to decode, pictures), and whether it may be refused.
+        self.account: Account | None = None
+        self.kind = "other"
+        self.work = 1
+        self.governed = False
+        self.reserved_j = 0.0  #: estimate reserved at admission, released when charged
+        self.cpu_s = 0.0  #: worker CPU seconds measured while it ran
         self._failed = failed
 
     def __lt__(self, other: Job) -> bool:
@@ -321,9 +337,11 @@ class Worker:
                         break
                     continue
                 job = heapq.heappop(self._queue)
-                if job.priority != PLAYHEAD and not self.pool.admission(job.priority):
+                governor = self.pool.governor
+                if governor is not None and not job.future.cancelled() \
+                        and not governor.admit(job):
                     # Not admitted now (the power budget): look again shortly; newer playhead
-                    # work overtakes it meanwhile.
+                    # work overtakes it, and a newer request may supersede it, meanwhile.
                     heapq.heappush(self._queue, job)
                     self._cond.wait(ADMISSION_RETRY)
                     continue
@@ -349,6 +367,17 @@ class Worker:
             self.last_failure = reason
 
     def _execute(self, job: Job) -> None:
+        governor = self.pool.governor
+        if governor is None:
+            self._run_job(job)
+            return
+        governor.job_started(self, job)
+        try:
+            self._run_job(job)
+        finally:
+            governor.job_finished(self, job)
+
+    def _run_job(self, job: Job) -> None:
         while True:
             try:
                 proc = self._ensure_process()
@@ -398,12 +427,12 @@ class WorkerPool:
     """A bounded set of workers shared by open clips."""
 
     def __init__(self, max_workers: int | None = None, config: WorkerConfig | None = None,
-                 admission: Callable[[int], bool] = admit_all) -> None:
+                 governor: Governor | None = None) -> None:
         self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self.config = config or WorkerConfig()
-        #: Called with a job's priority before a PREFETCH or BUILD job starts; False postpones
-        #: it. The power governor plugs in here. PLAYHEAD jobs are always admitted.
-        self.admission = admission
+        #: Admits every job before it starts and charges what it cost (phast/governor.py);
+        #: created on the first clip opened with a budget when not given.
+        self.governor = governor
         self._image_worker: Worker | None = None
         self._images_ready: Future[Any] = Future()
         self._build_worker: Worker | None = None
@@ -479,6 +508,15 @@ class WorkerPool:
         self.image_worker()
         self._images_ready.result(timeout)
 
+    def ensure_governor(self) -> Governor:
+        """The pool's governor, created on first use (TDP discovery, the host's meter)."""
+        with self._lock:
+            if self.governor is None:
+                from .governor import Governor
+
+                self.governor = Governor.for_host()
+            return self.governor
+
     @property
     def workers(self) -> list[Worker]:
         with self._lock:
@@ -492,6 +530,8 @@ class WorkerPool:
                 if extra is not None:
                     workers.append(extra)
             self._image_worker = self._build_worker = None
+        if self.governor is not None:
+            self.governor.close()
         for w in workers:
             w.stop()
         for w in workers:

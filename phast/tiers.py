@@ -129,6 +129,12 @@ def keyframe_for(session: Session, i: int) -> int:
 
 def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
                  quality: Quality) -> Frame | None:
+    """Frame ``shows``'s proxy standing in for frame ``i``: from memory, else decoded from the
+    store on the image worker when the clip's power budget can pay for it; else None."""
+    cached = session.proxy_ram_get(shows, fmt)
+    if cached is not None:
+        return cached.sibling(index=i, quality=quality, shows=shows, pts=_pts(session, i),
+                              time=_time(session, i))
     store = session.store
     if store is None or session.identity is None:
         return None
@@ -138,16 +144,22 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
     width, height, data = entry
     if (width, height) != session.proxy_size():
         return None
+    governor = session.pool.governor
+    if governor is not None and not governor.affordable(session.account, "image"):
+        return None  # the budget is spent: the tiers below serve what is already in memory
     job_run: Callable[[Any], Frame] = lambda proc: session.run_image(  # noqa: E731
         proc, data, (width, height), i, fmt, quality, shows)
     from .supervisor import PLAYHEAD, Job
 
+    job = Job(job_run, priority=PLAYHEAD)
+    job.account, job.kind = session.account, "image"
     try:
         worker = session.pool.image_worker()
-        frame: Frame = worker.submit(Job(job_run, priority=PLAYHEAD)).result()
-        return frame
+        frame: Frame = worker.submit(job).result()
     except Exception:
         return None
+    session.proxy_ram_put(shows, fmt, frame)
+    return frame
 
 
 def blank(session: Session, i: int, fmt: str) -> Frame:
