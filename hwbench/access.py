@@ -42,9 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from phast.power import tree_cpu_seconds
+
 from . import memprobe, patterns, procstats
 from .baseline import BaselineMiss, PyAVBaseline, reference_frame
-from .procstats import percentile, self_cpu_seconds, system_busy_seconds, tree_cpu_seconds
+from .procstats import percentile, self_cpu_seconds, system_busy_seconds
 
 PHASES = ("random", "scrub", "sequential")
 

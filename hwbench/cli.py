@@ -73,14 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_access)
 
     t = sub.add_parser("torture", parents=[common], help="fixed-rate request schedule against "
-                       "one clip: on-time fraction, latency, CPU share, power estimate")
+                       "one clip: on-time fraction, latency, CPU share, power (measured or "
+                       "estimated)")
     t.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
     t.add_argument("--rate", type=float, default=30.0, help="requests per second (default 30)")
     t.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     t.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
+    t.add_argument("--meter", default="auto", choices=["auto", "rapl", "nvml", "cpu"],
+                   help="power meter: RAPL, NVML, both, else the CPU-time model (default auto)")
     t.add_argument("--tdp", type=float, default=None,
-                   help="CPU package TDP in W for the power estimate (else $PHAST_TDP_W, else "
-                   "15 W)")
+                   help="TDP in W (else $PHAST_TDP_W, else RAPL PL1 [+ GPU limits], else 15 W)")
+    t.add_argument("--baseline-s", type=float, default=2.0,
+                   help="seconds of idle baseline before the run; the budget counts power above "
+                   "it (default 2; 0 = none)")
     t.add_argument("--budget", type=float, default=None,
                    help="power budget in W (default: the TDP, i.e. the whole package)")
     t.add_argument("--max-inflight", type=int, default=1,
@@ -156,7 +161,8 @@ def _cmd_torture(args: argparse.Namespace) -> int:
         return 2
     cfg = torture.TortureConfig(
         rate=args.rate, duration=args.duration, pattern=args.pattern, seed=args.seed,
-        tdp=args.tdp, budget=args.budget, cache_dir=args.cache_dir, threads=args.threads,
+        tdp=args.tdp, meter=args.meter, baseline_s=args.baseline_s, budget=args.budget,
+        cache_dir=args.cache_dir, threads=args.threads,
         workers=args.workers, max_inflight=args.max_inflight, drain_s=args.drain,
         progress=not args.quiet, deadline=args.deadline, exact=args.exact,
         proxies=not args.no_proxies)

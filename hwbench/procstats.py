@@ -1,9 +1,7 @@
-"""Process-tree accounting (CPU seconds, memory) and small statistics helpers.
+"""Machine and process accounting (busy CPU seconds, memory) and small statistics helpers.
 
-"Process tree" means this (editor) process plus every descendant: phast's workers are children
-of the editor. CPU time of descendants that already exited and were reaped is included through
-the editor's ``children_user``/``children_system`` counters, so a worker that retires during a
-measurement does not make CPU time vanish.
+The process tree's CPU time (editor + workers) and the logical core count come from
+:mod:`phast.power` (``tree_cpu_seconds``, ``logical_cores``).
 """
 
 from __future__ import annotations
@@ -14,22 +12,9 @@ from typing import Any
 
 import psutil
 
+from phast.power import logical_cores
+
 MB = 1 << 20
-
-
-def tree_cpu_seconds(root: psutil.Process | None = None) -> float:
-    """User + system CPU seconds used so far by ``root`` (default: this process) and all its
-    descendants, live or reaped."""
-    proc = root or psutil.Process()
-    t = proc.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in proc.children(recursive=True):
-        try:
-            ct = child.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue  # gone between listing and reading: its time moves to children_* later
-        total += ct.user + ct.system
-    return total
 
 
 def system_busy_seconds() -> float:
@@ -42,14 +27,6 @@ def self_cpu_seconds() -> float:
     """User + system CPU seconds of this process alone (all its threads), no descendants."""
     t = psutil.Process().cpu_times()
     return t.user + t.system
-
-
-def logical_cores() -> tuple[int, str]:
-    """Logical cores this process may run on, and where the number came from."""
-    try:
-        return len(os.sched_getaffinity(0)), "sched_getaffinity"
-    except (AttributeError, OSError):
-        return psutil.cpu_count(logical=True) or 1, "psutil.cpu_count"
 
 
 def rss_bytes(proc: psutil.Process | None = None) -> int:

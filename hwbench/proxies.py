@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .procstats import tree_cpu_seconds
+from phast.power import tree_cpu_seconds
 
 
 def run(path: str, *, height: int = 360, hits: int = 300, seed: int = 1234,

@@ -17,30 +17,30 @@ What a run does (see :func:`run_torture`):
   time. ``on_time`` is the fraction of *all scheduled requests* (skipped ones included).
 * After ``duration`` no new request is issued; in-flight ones get ``drain_s`` to finish (late).
 
-Power: this version has no power meter. :class:`CpuTimeModel` *estimates* power from the CPU
-time of the whole process tree (editor + workers)::
+Power comes from :mod:`phast.power` (``--meter auto|rapl|nvml|cpu``): RAPL package energy,
+NVML GPU energy, or -- on hosts with neither -- the CPU-time model, whose figures are labelled
+"estimate (CPU-time model)". Before the clip is opened the meter is sampled for ``--baseline-s``
+seconds (default 2; 0 skips) with nothing of ours running: ``baseline_w``. The budget counts
+*marginal* power, what the run adds::
 
-    cpu_share   = tree CPU seconds / (wall seconds x logical cores)
-    estimated_w = cpu_share x tdp_w
-    budget_share = estimated_w / budget_w
+    power_w      = meter energy over the run / wall seconds
+    marginal_w   = power_w - baseline_w
+    budget_share = max(marginal_w, 0) / budget_w
 
-``tdp_w`` comes from ``--tdp``, else ``$PHAST_TDP_W``, else 15 W for the whole CPU package (a
-typical laptop U-series part). ``budget_w`` defaults to ``tdp_w`` (the whole package), so
-``budget_share`` then equals ``cpu_share``. Every figure from this model is labelled
-"estimate (CPU-time model)": it ignores idle/uncore power, frequency scaling and other
-processes. Only CPU time and timing are *measured*.
+``tdp_w`` comes from ``--tdp``, else ``$PHAST_TDP_W``, else RAPL's PL1, else 15 W
+(:func:`phast.power.discover_tdp`; ``tdp_source`` says which); ``budget_w`` defaults to it.
+Independently of the meter, the process tree's CPU time (editor + workers, from ``/proc``) is
+*measured*: ``tree_cpu_share = tree CPU s / (wall s x logical cores)``, and the other processes'
+load next to it.
 
-Extension points, for the power-budget issue that follows: a :class:`Meter` gives cumulative
-(CPU seconds, joules) readings -- a RAPL or NVML meter slots in next to :class:`CpuTimeModel`;
-a :class:`Governor` picks each request's tier before it is issued and hears its outcome after
--- :class:`ExactOnly` always asks for "exact", the only tier phast has today.
+Extension point: a :class:`Governor` picks each request's tier before it is issued and hears
+its outcome after -- :class:`ExactOnly` always asks for "exact".
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import threading
 import time
@@ -50,72 +50,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from phast.power import (
+    Meter,
+    Sample,
+    discover_tdp,
+    logical_cores,
+    measure_baseline,
+    open_meter,
+    tree_cpu_seconds,
+)
+
 from . import patterns, procstats
-from .procstats import percentile, system_busy_seconds, tree_cpu_seconds
+from .procstats import percentile, system_busy_seconds
 
-DEFAULT_TDP_W = 15.0
-METER_NAME = "cpu-time-model"
-METER_LABEL = "estimate (CPU-time model)"
-MODEL_TEXT = ("cpu_share = process-tree CPU s / (wall s x logical cores); "
-              "estimated_w = cpu_share x tdp_w; budget_share = estimated_w / budget_w")
-
-
-def resolve_tdp(cli_value: float | None) -> tuple[float, str]:
-    """TDP in watts and where it came from: ``--tdp``, ``$PHAST_TDP_W`` or the default."""
-    if cli_value is not None:
-        if not cli_value > 0:
-            raise ValueError("--tdp must be positive")
-        return float(cli_value), "--tdp"
-    env = os.environ.get("PHAST_TDP_W")
-    if env:
-        try:
-            value = float(env)
-        except ValueError as e:
-            raise ValueError(f"PHAST_TDP_W must be a number of watts, got {env!r}") from e
-        if not value > 0:
-            raise ValueError("PHAST_TDP_W must be positive")
-        return value, "PHAST_TDP_W"
-    return DEFAULT_TDP_W, f"default ({DEFAULT_TDP_W:g} W for the whole CPU package)"
-
-
-# -- meters -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Reading:
-    """A cumulative meter reading at monotonic time ``t``."""
+class Mark:
+    """A meter sample with the independent CPU counts taken next to it."""
 
-    t: float
-    cpu_s: float  #: process tree (editor + workers)
-    energy_j: float  #: measured or estimated, as the meter's ``label`` says
-    machine_cpu_s: float | None = None  #: every process on the machine (None: unknown)
+    sample: Sample
+    tree_cpu_s: float  #: process tree (editor + workers), from /proc
+    machine_cpu_s: float  #: every process on the machine
 
-
-class Meter(Protocol):
-    name: str  #: machine name, e.g. "cpu-time-model"
-    label: str  #: what the energy figures are, e.g. "estimate (CPU-time model)"
-
-    def read(self) -> Reading: ...
-
-    def describe(self) -> dict[str, Any]: ...
+    @property
+    def t(self) -> float:
+        return self.sample.t
 
 
-class CpuTimeModel:
-    """Energy estimated from process-tree CPU time: ``cpu_s / cores x tdp_w`` joules."""
-
-    name = METER_NAME
-    label = METER_LABEL
-
-    def __init__(self, tdp_w: float, tdp_source: str, cores: int) -> None:
-        self.tdp_w, self.tdp_source, self.cores = tdp_w, tdp_source, cores
-
-    def read(self) -> Reading:
-        cpu = tree_cpu_seconds()
-        return Reading(time.monotonic(), cpu, cpu / self.cores * self.tdp_w,
-                       system_busy_seconds())
-
-    def describe(self) -> dict[str, Any]:
-        return {"meter": self.name, "meter_label": self.label, "model": MODEL_TEXT,
-                "tdp_w": self.tdp_w, "tdp_source": self.tdp_source, "logical_cores": self.cores}
+def take_mark(meter: Meter) -> Mark:
+    return Mark(meter.read(), tree_cpu_seconds(), system_busy_seconds())
 
 
 # -- governor ---------------------------------------------------------------------------------
@@ -147,7 +110,7 @@ class Governor(Protocol):
         """The tier to ask for (called at the request's scheduled time)."""
         ...
 
-    def observe(self, request: Request, reading: Reading | None) -> None:
+    def observe(self, request: Request, reading: Mark | None) -> None:
         """Hear a finished request (``reading`` may be None when no meter sample is at hand)."""
         ...
 
@@ -160,7 +123,7 @@ class ExactOnly:
     def tier(self, request: Request) -> str:
         return "exact"
 
-    def observe(self, request: Request, reading: Reading | None) -> None:
+    def observe(self, request: Request, reading: Mark | None) -> None:
         return None
 
 
@@ -175,6 +138,8 @@ class TortureConfig:
     pattern: str = "mixed"
     seed: int = 1234
     tdp: float | None = None
+    meter: str = "auto"  #: phast.power meter kind: auto, rapl, nvml or cpu
+    baseline_s: float = 2.0  #: idle baseline before the clip opens; 0 = none
     budget: float | None = None  #: watts; None = the whole package (tdp)
     cache_dir: str | None = None
     threads: int = 0
@@ -201,14 +166,14 @@ class _Sampler(threading.Thread):
     def __init__(self, meter: Meter, t0: float, seconds: int) -> None:
         super().__init__(name="hwbench-meter", daemon=True)
         self.meter, self.t0, self.seconds = meter, t0, seconds
-        self.readings: list[Reading] = []
+        self.readings: list[Mark] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
         for s in range(1, self.seconds + 1):
             if self._halt.wait(max(0.0, self.t0 + s - time.monotonic())):
                 return
-            self.readings.append(self.meter.read())
+            self.readings.append(take_mark(self.meter))
 
     def stop(self) -> None:
         self._halt.set()
@@ -226,20 +191,39 @@ def _ms_stats(values: list[float]) -> dict[str, float | None]:
 
 def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                 governor: Governor | None = None) -> dict[str, Any]:
-    """Run the fixed-rate schedule against ``path``; returns a JSON-ready report."""
-    import phast
+    """Run the fixed-rate schedule against ``path``; returns a JSON-ready report.
 
+    ``meter``: default ``phast.power.open_meter(cfg.meter)`` (opened and closed here).
+    """
     if not cfg.rate > 0 or not cfg.duration > 0:
         raise ValueError("rate and duration must be positive")
     if cfg.max_inflight < 1:
         raise ValueError("max_inflight must be at least 1")
-    cores, cores_source = procstats.logical_cores()
-    tdp_w, tdp_source = resolve_tdp(cfg.tdp)
+    if cfg.baseline_s < 0:
+        raise ValueError("--baseline-s must be >= 0")
+    cores, cores_source = logical_cores()
+    own_meter = meter is None
+    if meter is None:
+        meter = open_meter(cfg.meter, tdp=None if cfg.tdp is None else discover_tdp(cfg.tdp))
+    try:
+        # Nothing of ours runs yet (no clip, no worker): what the host draws without us.
+        baseline = measure_baseline(meter, cfg.baseline_s) if cfg.baseline_s > 0 else None
+        return _run(path, cfg, meter, governor or ExactOnly(), cores, cores_source,
+                    0.0 if baseline is None else baseline.watts)
+    finally:
+        if own_meter:
+            meter.close()
+
+
+def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores: int,
+         cores_source: str, baseline_w: float) -> dict[str, Any]:
+    import phast
+
+    tdp_w = float(meter.describe()["tdp_w"])
     budget_w = cfg.budget if cfg.budget is not None else tdp_w
     budget_source = "--budget" if cfg.budget is not None else "default (= tdp_w, whole package)"
     if not budget_w > 0:
         raise ValueError("--budget must be positive")
-    meter = meter or CpuTimeModel(tdp_w, tdp_source, cores)
     governor = governor or ExactOnly()
     period = 1.0 / cfg.rate
     n = max(1, round(cfg.rate * cfg.duration))
@@ -283,7 +267,7 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
 
         t0 = time.monotonic() + 0.05
         time.sleep(max(0.0, t0 - time.monotonic()))
-        start_reading = meter.read()
+        start_mark = take_mark(meter)
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
         next_progress = cfg.progress_every
@@ -300,7 +284,7 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
             if elapsed >= next_progress:
                 next_progress += cfg.progress_every
                 _log(cfg, _progress_line(requests[:req.k + 1], elapsed, cfg, period,
-                                         start_reading, meter.read()))
+                                         start_mark, take_mark(meter)))
         # Let the last period run out, then drain what is still in flight (late by then).
         time.sleep(max(0.0, t0 + cfg.duration - time.monotonic()))
         issued = sum(1 for r in requests if not r.skipped)
@@ -310,13 +294,13 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                 if done_count >= issued:
                     break
             time.sleep(0.005)
-        end_reading = meter.read()
+        end_mark = take_mark(meter)
         sampler.stop()
         sampler.join()
         with lock:
             drained = done_count >= issued
-        report = _report(cfg, requests, period, t0, start_reading, end_reading,
-                         sampler.readings, meter, governor, budget_w, budget_source)
+        report = _report(cfg, requests, period, t0, start_mark, end_mark, sampler.readings,
+                         meter, governor, budget_w, budget_source, cores, baseline_w)
         if req_deadline is not None:
             # How late past its own deadline each answered request returned (negative: early).
             over = [r.latency - req_deadline for r in requests if r.latency is not None]
@@ -395,33 +379,30 @@ def _open_system(path: str, cfg: TortureConfig, pool: Any) -> Any:
 
 
 def _progress_line(done: list[Request], elapsed: float, cfg: TortureConfig, period: float,
-                   r0: Reading, r1: Reading) -> str:
+                   r0: Mark, r1: Mark) -> str:
     completed = sum(1 for r in done if r.done is not None)
     on_time = sum(1 for r in done if r.on_time(period))
-    busy = (r1.cpu_s - r0.cpu_s) / max(r1.t - r0.t, 1e-9)
+    busy = (r1.tree_cpu_s - r0.tree_cpu_s) / max(r1.t - r0.t, 1e-9)
     return (f"torture: {elapsed:5.1f}/{cfg.duration:g} s  requests {len(done)}  "
             f"completed {completed}  on time {on_time} ({100 * on_time / max(len(done), 1):.0f}%)"
             f"  cpu {busy:.2f} cores")
 
 
-def _other_load(a: Reading, b: Reading) -> float | None:
-    """Cores busy with other processes between two readings (None if the meter cannot tell)."""
-    if a.machine_cpu_s is None or b.machine_cpu_s is None:
-        return None
-    other = (b.machine_cpu_s - a.machine_cpu_s) - (b.cpu_s - a.cpu_s)
+def _other_load(a: Mark, b: Mark) -> float:
+    """Cores busy with other processes between two marks."""
+    other = (b.machine_cpu_s - a.machine_cpu_s) - (b.tree_cpu_s - a.tree_cpu_s)
     return max(other, 0.0) / max(b.t - a.t, 1e-9)
 
 
 def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: float,
-            r0: Reading, r1: Reading, samples: list[Reading], meter: Meter,
-            governor: Governor, budget_w: float, budget_source: str) -> dict[str, Any]:
+            r0: Mark, r1: Mark, samples: list[Mark], meter: Meter, governor: Governor,
+            budget_w: float, budget_source: str, cores: int,
+            baseline_w: float) -> dict[str, Any]:
     desc = meter.describe()
-    cores = int(desc.get("logical_cores") or procstats.logical_cores()[0])
     wall = max(r1.t - t0, 1e-9)
-    cpu = r1.cpu_s - r0.cpu_s
-    cpu_share = cpu / (wall * cores)
-    energy = r1.energy_j - r0.energy_j
-    est_w = energy / wall
+    cpu = r1.tree_cpu_s - r0.tree_cpu_s
+    power_w = (r1.sample.energy_j - r0.sample.energy_j) / wall
+    marginal_w = power_w - baseline_w
     completed = [r for r in requests if r.done is not None and r.error is None]
     on_time = [r for r in requests if r.on_time(period)]
     qualities = Counter(r.quality for r in completed)
@@ -440,11 +421,11 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         }
         if s + 1 < len(marks):
             a, b = marks[s], marks[s + 1]
-            row["cpu_s"] = b.cpu_s - a.cpu_s
-            row["estimated_w"] = (b.energy_j - a.energy_j) / max(b.t - a.t, 1e-9)
+            row["cpu_s"] = b.tree_cpu_s - a.tree_cpu_s
+            row["power_w"] = (b.sample.energy_j - a.sample.energy_j) / max(b.t - a.t, 1e-9)
             row["other_load_cores"] = _other_load(a, b)
         else:  # not sampled: never made up
-            row["cpu_s"] = row["estimated_w"] = row["other_load_cores"] = None
+            row["cpu_s"] = row["power_w"] = row["other_load_cores"] = None
         series.append(row)
     return {
         "tool": "hwbench torture",
@@ -466,12 +447,16 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "latency_ms": _ms_stats([r.latency for r in completed if r.latency is not None]),
         "response_ms": _ms_stats([r.done - r.scheduled for r in completed
                                   if r.done is not None]),
-        "cpu_s": cpu, "cpu_share": cpu_share, "other_load_cores": _other_load(r0, r1),
+        # measured from /proc, independently of the meter
+        "cpu_s": cpu, "tree_cpu_share": cpu / (wall * cores),
+        "other_load_cores": _other_load(r0, r1),
         **desc,
-        "estimated_w": est_w,
+        "power_w": power_w, "baseline_w": baseline_w, "marginal_w": marginal_w,
         "budget": budget_w, "budget_source": budget_source,
-        "budget_share": est_w / budget_w,
-        "estimate_note": f"estimated_w and budget_share are an {METER_LABEL}, not a measurement",
+        # the budget counts what the run adds: marginal power (noise below 0 counts as 0)
+        "budget_share": max(marginal_w, 0.0) / budget_w,
+        **({"estimate_note": f"power figures are an {desc['meter_label']}, not a measurement"}
+           if meter.estimate else {}),
         "errors": sorted({r.error for r in requests if r.error})[:10],
         "series": series,
         # one row per scheduled request: k, index, scheduled/issued/done (s after t0),
@@ -512,14 +497,16 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
            f"p99 {ms(rep['slack_ms']['p99'])}  max {ms(rep['slack_ms']['max'])}"]
           if "slack_ms" in rep else []),
         f"CPU (editor + workers, measured): {rep['cpu_s']:.2f} s over {rep['wall_s']:.1f} s wall"
-        f" on {rep['logical_cores']} logical cores = cpu_share {100 * rep['cpu_share']:.1f}%",
-        f"power, {rep['meter_label']}: ~{rep['estimated_w']:.2f} W of tdp {rep['tdp_w']:g} W "
+        f" on {rep['logical_cores']} logical cores = tree_cpu_share "
+        f"{100 * rep['tree_cpu_share']:.1f}%",
+        f"power, {rep['meter_label']}: {rep['power_w']:.2f} W - idle baseline "
+        f"{rep['baseline_w']:.2f} W = marginal {rep['marginal_w']:.2f} W; tdp {rep['tdp_w']:g} W "
         f"[{rep['tdp_source']}]; budget {rep['budget']:g} W [{rep['budget_source']}] -> "
         f"budget_share {100 * rep['budget_share']:.1f}%",
-        f"model: {rep['model']}",
+        *([f"model: {rep['model']}"] if "model" in rep else []),
         f"other processes on this machine (measured): {_cores(rep.get('other_load_cores'))} "
         f"cores on average",
-        f"{'t (s)':>8}{'requests':>10}{'on time':>9}{'skipped':>9}{'cpu s':>8}{'est W':>8}"
+        f"{'t (s)':>8}{'requests':>10}{'on time':>9}{'skipped':>9}{'cpu s':>8}{'W':>8}"
         f"{'other cores':>13}  tier mix (exact/proxy/keyframe/blank %)",
     ]
     series = rep["series"]
@@ -528,7 +515,7 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         cpu_vals = [r["cpu_s"] for r in chunk]
         known = None not in cpu_vals
         cpu = sum(v for v in cpu_vals if v is not None) if known else None
-        watts = [r["estimated_w"] for r in chunk]
+        watts = [r["power_w"] for r in chunk]
         est = sum(v for v in watts if v is not None) / len(watts) if known else None
         lines.append(f"{chunk[0]['t']:>3}-{chunk[-1]['t'] + 1:<4}"
                      f"{sum(r['requests'] for r in chunk):>10}"

@@ -1,4 +1,5 @@
-"""The ``phast`` command line: ``info``, ``frame``, ``backends``, ``proxy build``, ``cache``.
+"""The ``phast`` command line: ``info``, ``frame``, ``backends``, ``proxy build``, ``cache``,
+``power``.
 
 ``import phast.cli`` is light: numpy, PyAV and the worker machinery load only when a subcommand
 needs them, and the CLI process itself never decodes (workers do) nor imports a backend (probes
@@ -340,6 +341,32 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    """``phast power``: the meter ``--meter`` picks, its zones/devices, the TDP, one reading."""
+    from .power import discover_tdp, open_meter, read_power
+
+    tdp = None if args.tdp is None else discover_tdp(args.tdp)
+    meter = open_meter(args.meter, tdp=tdp)
+    try:
+        watts = read_power(meter, args.seconds)
+        info = {**meter.describe(), "power_w": watts, "seconds": args.seconds}
+    finally:
+        meter.close()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"meter: {info['meter']} -- {info['meter_label']}")
+    for z in info.get("zones") or info.get("rapl", {}).get("zones", []):
+        print(f"  RAPL zone {z['zone']} ({z['name']}): {z['path']}")
+    for d in info.get("devices") or info.get("nvml", {}).get("devices", []):
+        print(f"  GPU {d['gpu']} {d['name']}: {d['energy']}, limit {d['power_limit_w']} W")
+    for why in info.get("fallback", []):
+        print(f"  not used: {why}")
+    print(f"tdp: {info['tdp_w']:g} W [{info['tdp_source']}]")
+    print(f"power: {watts:.2f} W over {args.seconds:g} s")
+    return 0
+
+
 def cmd_proxy_build(args: argparse.Namespace) -> int:
     """``phast proxy build``: build proxies of each FILE now, with a progress bar."""
     from .clip import open as open_clip
@@ -487,6 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
                    default=DEFAULT_PROBE_TIMEOUT,
                    help=f"seconds each probe may take (default {DEFAULT_PROBE_TIMEOUT:g})")
     p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("power", help="power meter, TDP and one reading",
+                       description="Show the power meter phast would use (RAPL, NVML or the "
+                                   "CPU-time model), its zones or GPUs, the TDP and its "
+                                   "source, and the power over a short reading.")
+    p.add_argument("--meter", choices=["auto", "rapl", "nvml", "cpu"], default="auto",
+                   help="meter to open (default auto)")
+    p.add_argument("--tdp", metavar="WATTS", type=_positive_float, default=None,
+                   help="TDP setting (default: $PHAST_TDP_W, RAPL PL1, else 15 W)")
+    p.add_argument("--seconds", metavar="S", type=_positive_float, default=1.0,
+                   help="length of the reading (default 1)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser("proxy", help="proxy pictures: build them now",
                        description="Proxy pictures for the fallback tiers.")

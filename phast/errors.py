@@ -66,6 +66,22 @@ class MissingDependency(PhastError, ImportError):
     """Raised at use (never at import) when an optional library is missing; names the extra."""
 
 
+class MeterUnavailable(PhastError, OSError):
+    """Raised by :func:`phast.power.open_meter` when the asked power meter cannot run here.
+
+    No powercap RAPL zone, no NVIDIA GPU, a driver that fails to answer; the message says which
+    and what to use instead (``--meter cpu`` always works).
+    """
+
+
+class MeterPermissionDenied(MeterUnavailable, PermissionError):
+    """Raised when a RAPL ``energy_uj`` counter is readable by root only (mode 0400).
+
+    The message says how to fix it: run as root, grant read access with a udev rule or chmod,
+    or use the CPU-time model (``--meter cpu``).
+    """
+
+
 class ClipClosed(PhastError, ValueError):
     """Raised by any ``Clip`` method called after ``close()``."""
 

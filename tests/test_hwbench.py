@@ -20,7 +20,6 @@ import pytest
 from hwbench import patterns
 from hwbench.cli import main
 from hwbench.democlip import DemoSpec, demo_clip, write_demo
-from hwbench.torture import DEFAULT_TDP_W, resolve_tdp
 
 FRAMES = 60
 GOP = 30
@@ -76,14 +75,17 @@ def test_access_writes_json_with_identical_pixels(tiny_clip: Path, tmp_path: Pat
 def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "torture.json"
     rc = main(["torture", str(tiny_clip), "--rate", "10", "--duration", "2", "--json", str(out),
-               "--cache-dir", str(tmp_path / "cache"), "--quiet", "--pattern", "mixed"])
+               "--cache-dir", str(tmp_path / "cache"), "--quiet", "--pattern", "mixed",
+               "--meter", "cpu", "--tdp", "20", "--baseline-s", "0.5"])
     assert rc == 0
     rep = json.loads(out.read_text())
     for key in ("budget", "budget_share", "meter", "tdp_w", "tdp_source", "requests", "on_time",
-                "quality_mix", "latency_ms", "series", "cpu_share", "meter_label"):
+                "quality_mix", "latency_ms", "series", "tree_cpu_share", "meter_label",
+                "baseline_w", "estimate", "power_w", "marginal_w"):
         assert key in rep, key
-    assert rep["meter"] == "cpu-time-model"
+    assert rep["meter"] == "cpu-time-model" and rep["estimate"] is True
     assert rep["meter_label"] == "estimate (CPU-time model)"
+    assert rep["tdp_w"] == 20.0 and rep["tdp_source"] == "setting" and rep["budget"] == 20.0
     assert 19 <= rep["requests"] <= 21
     assert 0.0 <= rep["on_time"] <= 1.0
     assert rep["on_time_count"] <= rep["completed"] <= rep["issued"] <= rep["requests"]
@@ -91,21 +93,12 @@ def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
     assert set(rep["latency_ms"]) >= {"p50", "p95", "p99"}
     assert rep["completed"] > 0 and rep["quality_mix"] == {"exact": 1.0}
     assert rep["tdp_w"] > 0 and rep["budget"] > 0 and rep["cpu_s"] >= 0
-    assert rep["budget_share"] == pytest.approx(rep["cpu_share"] * rep["tdp_w"] / rep["budget"])
+    assert rep["baseline_w"] >= 0 and rep["tree_cpu_share"] > 0
+    assert rep["marginal_w"] == pytest.approx(rep["power_w"] - rep["baseline_w"])
+    assert rep["budget_share"] == pytest.approx(max(rep["marginal_w"], 0) / rep["budget"])
     assert [row["t"] for row in rep["series"]] == [0, 1]
     assert sum(row["requests"] for row in rep["series"]) == rep["requests"]
     assert all(row["cpu_s"] is not None for row in rep["series"])
-
-
-def test_tdp_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PHAST_TDP_W", raising=False)
-    assert resolve_tdp(None)[0] == DEFAULT_TDP_W
-    monkeypatch.setenv("PHAST_TDP_W", "28")
-    assert resolve_tdp(None) == (28.0, "PHAST_TDP_W")
-    assert resolve_tdp(45) == (45.0, "--tdp")
-    monkeypatch.setenv("PHAST_TDP_W", "lots")
-    with pytest.raises(ValueError):
-        resolve_tdp(None)
 
 
 def test_democlip_generates_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
