@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from ..errors import InvalidArgument, MeterUnavailable, MissingDependency
-from . import nvml as _nvml
 from . import rapl
 from .base import Baseline, Meter, Sample, measure_baseline
 from .cpu import CpuTimeModel, logical_cores, process_cpu_seconds, tree_cpu_seconds

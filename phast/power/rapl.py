@@ -208,7 +208,8 @@ class RaplMeter:
                 delta += z.max_range_uj + 1
             self._total_uj += delta
         self._last, self._t = raw, t
-        return Sample(t, self._total_uj / 1e6, tree_cpu_or_none(self.root_pid) if self._cpu else None)
+        cpu = tree_cpu_or_none(self.root_pid) if self._cpu else None
+        return Sample(t, self._total_uj / 1e6, cpu)
 
     def describe(self) -> dict[str, Any]:
         return {"meter": self.name, "meter_label": self.label, "estimate": False,
