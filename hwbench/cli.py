@@ -30,6 +30,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _budget_arg(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("--budget is a share of TDP in (0, 1], or 'off'")
+    return value
+
+
 def _demo_dir(args: argparse.Namespace) -> str | None:
     """--demo-dir, else <--cache-dir>/demo, else democlip's default."""
     if args.demo_dir:
@@ -86,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline-s", type=float, default=2.0,
                    help="seconds of idle baseline before the run; the budget counts power above "
                    "it (default 2; 0 = none)")
-    t.add_argument("--budget", type=float, default=None,
-                   help="power budget in W (default: the TDP, i.e. the whole package)")
+    t.add_argument("--budget", type=_budget_arg, default=0.10,
+                   help="share of TDP phast's governor may use (default 0.10; 'off': ungoverned)")
     t.add_argument("--max-inflight", type=int, default=1,
                    help="requests out at once; a tick finding all busy is skipped (default 1)")
     t.add_argument("--drain", type=float, default=10.0,

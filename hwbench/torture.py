@@ -25,10 +25,12 @@ seconds (default 2; 0 skips) with nothing of ours running: ``baseline_w``. The b
 
     power_w      = meter energy over the run / wall seconds
     marginal_w   = power_w - baseline_w
-    budget_share = max(marginal_w, 0) / budget_w
+    budget_share = max(marginal_w, 0) / tdp_w     (compared with --budget, a share of TDP)
 
 ``tdp_w`` comes from ``--tdp``, else ``$PHAST_TDP_W``, else RAPL's PL1, else 15 W
-(:func:`phast.power.discover_tdp`; ``tdp_source`` says which); ``budget_w`` defaults to it.
+(:func:`phast.power.discover_tdp`; ``tdp_source`` says which). phast runs under its governor
+(:mod:`phast.governor`) with ``--budget`` (default 0.10; ``off``: ungoverned) on the same TDP;
+``phast_budget_share`` is what the governor itself charged the clip over the run.
 Independently of the meter, the process tree's CPU time (editor + workers, from ``/proc``) is
 *measured*: ``tree_cpu_share = tree CPU s / (wall s x logical cores)``, and the other processes'
 load next to it.
@@ -140,7 +142,7 @@ class TortureConfig:
     tdp: float | None = None
     meter: str = "auto"  #: phast.power meter kind: auto, rapl, nvml or cpu
     baseline_s: float = 2.0  #: idle baseline before the clip opens; 0 = none
-    budget: float | None = None  #: watts; None = the whole package (tdp)
+    budget: float | None = 0.10  #: share of TDP phast may use (its governor); None = ungoverned
     cache_dir: str | None = None
     threads: int = 0
     workers: int | None = None
@@ -218,17 +220,22 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
 def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores: int,
          cores_source: str, baseline_w: float) -> dict[str, Any]:
     import phast
+    from phast.governor import Governor as PowerGovernor
+    from phast.governor import resolve_budget
 
     tdp_w = float(meter.describe()["tdp_w"])
-    budget_w = cfg.budget if cfg.budget is not None else tdp_w
-    budget_source = "--budget" if cfg.budget is not None else "default (= tdp_w, whole package)"
-    if not budget_w > 0:
-        raise ValueError("--budget must be positive")
+    budget = resolve_budget("off" if cfg.budget is None else cfg.budget)
     governor = governor or ExactOnly()
     period = 1.0 / cfg.rate
     n = max(1, round(cfg.rate * cfg.duration))
 
-    pool = phast.WorkerPool(max_workers=cfg.workers) if cfg.system == "phast" else None
+    pool = None
+    if cfg.system == "phast":
+        # phast's governor on the run's TDP; its own meter instance (meters keep state)
+        gmeter = open_meter(cfg.meter, tdp=discover_tdp(tdp_w))
+        pool = phast.WorkerPool(max_workers=cfg.workers, governor=PowerGovernor(
+            tdp=discover_tdp(tdp_w), meter=gmeter,
+            baseline_w=None if gmeter.estimate else baseline_w))
     executor = ThreadPoolExecutor(max_workers=cfg.max_inflight,
                                   thread_name_prefix="hwbench-request")
     free = threading.Semaphore(cfg.max_inflight)
@@ -268,6 +275,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         t0 = time.monotonic() + 0.05
         time.sleep(max(0.0, t0 - time.monotonic()))
         start_mark = take_mark(meter)
+        spent0 = clip.spent_j()
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
         next_progress = cfg.progress_every
@@ -295,12 +303,17 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                     break
             time.sleep(0.005)
         end_mark = take_mark(meter)
+        spent1 = clip.spent_j()
         sampler.stop()
         sampler.join()
         with lock:
             drained = done_count >= issued
         report = _report(cfg, requests, period, t0, start_mark, end_mark, sampler.readings,
-                         meter, governor, budget_w, budget_source, cores, baseline_w)
+                         meter, governor, budget, tdp_w, cores, baseline_w)
+        if spent0 is not None and spent1 is not None:
+            # what phast's governor charged the clip over the run, as a share of TDP
+            report["phast_budget_share"] = (spent1 - spent0) / report["wall_s"] / tdp_w
+            report["phast_power"] = clip.power()
         if req_deadline is not None:
             # How late past its own deadline each answered request returned (negative: early).
             over = [r.latency - req_deadline for r in requests if r.latency is not None]
@@ -327,7 +340,8 @@ class _PhastSystem:
         import phast
 
         self.clip = phast.open(path, cache_dir=cfg.cache_dir, pool=pool, proxies=cfg.proxies,
-                               backend_options={"threads": cfg.threads})
+                               backend_options={"threads": cfg.threads},
+                               budget="off" if cfg.budget is None else cfg.budget)
         self.width, self.height = self.clip.info.width, self.clip.info.height
 
     def __len__(self) -> int:
@@ -340,6 +354,13 @@ class _PhastSystem:
     def proxy_progress(self) -> list[int] | None:
         p = self.clip.proxy_progress
         return None if p is None else list(p)
+
+    def power(self) -> dict[str, Any] | None:
+        return self.clip.power
+
+    def spent_j(self) -> float | None:
+        p = self.clip.power
+        return None if p is None else float(p["spent_j"])
 
     def close(self) -> None:
         self.clip.close()
@@ -364,6 +385,12 @@ class _PyAVSystem:
         return "exact"
 
     def proxy_progress(self) -> None:
+        return None
+
+    def power(self) -> None:
+        return None
+
+    def spent_j(self) -> None:
         return None
 
     def close(self) -> None:
@@ -396,7 +423,7 @@ def _other_load(a: Mark, b: Mark) -> float:
 
 def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: float,
             r0: Mark, r1: Mark, samples: list[Mark], meter: Meter, governor: Governor,
-            budget_w: float, budget_source: str, cores: int,
+            budget: float | None, tdp_w: float, cores: int,
             baseline_w: float) -> dict[str, Any]:
     desc = meter.describe()
     wall = max(r1.t - t0, 1e-9)
@@ -452,9 +479,11 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "other_load_cores": _other_load(r0, r1),
         **desc,
         "power_w": power_w, "baseline_w": baseline_w, "marginal_w": marginal_w,
-        "budget": budget_w, "budget_source": budget_source,
-        # the budget counts what the run adds: marginal power (noise below 0 counts as 0)
-        "budget_share": max(marginal_w, 0.0) / budget_w,
+        "budget": budget, "budget_w": None if budget is None else budget * tdp_w,
+        # the budget counts what the run adds: marginal power as a share of TDP (noise below 0
+        # counts as 0)
+        "budget_share": max(marginal_w, 0.0) / tdp_w,
+        "within_budget": None if budget is None else max(marginal_w, 0.0) / tdp_w <= budget,
         **({"estimate_note": f"power figures are an {desc['meter_label']}, not a measurement"}
            if meter.estimate else {}),
         "errors": sorted({r.error for r in requests if r.error})[:10],
@@ -501,8 +530,10 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"{100 * rep['tree_cpu_share']:.1f}%",
         f"power, {rep['meter_label']}: {rep['power_w']:.2f} W - idle baseline "
         f"{rep['baseline_w']:.2f} W = marginal {rep['marginal_w']:.2f} W; tdp {rep['tdp_w']:g} W "
-        f"[{rep['tdp_source']}]; budget {rep['budget']:g} W [{rep['budget_source']}] -> "
-        f"budget_share {100 * rep['budget_share']:.1f}%",
+        f"[{rep['tdp_source']}] -> budget_share {100 * rep['budget_share']:.1f}% of TDP "
+        f"(budget: {_budget(rep)})"
+        + (f"; phast's own accounting: {100 * rep['phast_budget_share']:.1f}%"
+           if rep.get("phast_budget_share") is not None else ""),
         *([f"model: {rep['model']}"] if "model" in rep else []),
         f"other processes on this machine (measured): {_cores(rep.get('other_load_cores'))} "
         f"cores on average",
@@ -526,6 +557,11 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
                      f"{_cores(_mean([r.get('other_load_cores') for r in chunk])):>13}"
                      f"  {_mix(chunk)}")
     return "\n".join(lines)
+
+
+def _budget(rep: dict[str, Any]) -> str:
+    b = rep["budget"]
+    return "off (ungoverned)" if b is None else f"{100 * b:g}% = {rep['budget_w']:.2f} W"
 
 
 def _mix(chunk: list[dict[str, Any]]) -> str:

@@ -111,6 +111,18 @@ class Clip:
         return dict(proc.sandbox) if proc is not None else {}
 
     @property
+    def power(self) -> dict[str, Any] | None:
+        """This clip's power account (None when opened with ``budget="off"``): ``budget`` (share
+        of TDP), ``rate_w``, ``level_j``/``capacity_j`` (the token bucket), ``spent_j`` by kind,
+        ``unbudgeted_j`` (blocking orders), admitted/denied counts, and the TDP it is based on."""
+        account = self._session.account
+        if account is None:
+            return None
+        gov = account.governor
+        return {**account.snapshot(), "tdp_w": gov.tdp_w, "tdp_source": gov.tdp.source,
+                "meter": getattr(gov.meter, "name", "cpu-time-model")}
+
+    @property
     def quarantined(self) -> frozenset[int]:
         return frozenset(self._session.quarantined)
 
