@@ -136,7 +136,8 @@ class Backend(abc.ABC):
 
     #: Registry name (``phast.open(path, backend=name)``); the entry point's name.
     name: ClassVar[str] = ""
-    #: Where decoded frames live: "cpu" for host memory (the only kind phast serves today).
+    #: Where decoded frames live: "cpu" for host memory (shared-memory slots), "cuda" for device
+    #: memory the worker owns and the editor maps through CUDA IPC (see ``backends/nvdec.py``).
     device: ClassVar[str] = "cpu"
     #: Codec names (FFmpeg spelling) this backend can decode; empty means "ask ``__init__``".
     codecs: ClassVar[frozenset[str]] = frozenset()
@@ -162,6 +163,17 @@ class Backend(abc.ABC):
         raises is reported as a broken backend.
         """
         return ProbeResult(True)
+
+    @classmethod
+    def capabilities(cls, info: Mapping[str, Any]) -> str | None:
+        """Say why this backend cannot decode a stream described by ``info``; None if it can.
+
+        ``info`` is the :meth:`describe` result (codec, pix_fmt, bit_depth, width, height).
+        The worker calls it right after a successful open and turns a reason into
+        :class:`~phast.errors.CannotHandle`, so ``backend="auto"`` records it and tries the
+        next backend. Hardware backends check codec, profile, bit depth and size here.
+        """
+        return None
 
     @abc.abstractmethod
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],

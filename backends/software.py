@@ -181,7 +181,7 @@ class SoftwareBackend(Backend):
         if self._container is not None:
             self._container.close()
         try:
-            self._container = av.open(self._path, metadata_errors="ignore")
+            self._container = self._open_av()
         except FileNotFoundError as e:
             raise SourceNotFound(f"no such file: {self._path}") from e
         except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
@@ -209,6 +209,23 @@ class SoftwareBackend(Backend):
                 with contextlib.suppress(AttributeError, ValueError, TypeError):
                     other.discard = type(other.discard).all
         self._reset_run()  # a new container: no decode run is in progress
+
+    def _open_av(self) -> Any:
+        """Open the container; subclasses add decoder options here (hardware acceleration)."""
+        return av.open(self._path, metadata_errors="ignore")
+
+    def _decode_packet(self, pkt: Any) -> list[Any]:
+        """Feed one tagged packet (None: flush at the end) and return the frames that came out.
+
+        Subclasses that decode elsewhere (a GPU) return objects with the frame attributes this
+        class reads: ``opaque``, ``pts``, ``is_corrupt``, ``key_frame``, ``planes``.
+        """
+        return list(self._cc.decode(pkt))
+
+    def _flush_decoder(self) -> None:
+        """Drop the decoder's state before a seek."""
+        with contextlib.suppress(av.FFmpegError):
+            self._cc.flush_buffers()
 
     def _reset_run(self) -> None:
         self._packets: Any = None  # demux iterator positioned at self._next_pos
@@ -388,7 +405,7 @@ class SoftwareBackend(Backend):
             pkt = self._next_packet()
             if pkt is None:
                 with contextlib.suppress(av.FFmpegError):
-                    yield None, self._cc.decode(None)
+                    yield None, self._decode_packet(None)
                 return
             pos = self._next_pos
             pkt.opaque = _Tag(pos)
@@ -397,7 +414,7 @@ class SoftwareBackend(Backend):
             if mode != self._cc.skip_frame:
                 self._cc.skip_frame = mode
             try:
-                frames = self._cc.decode(pkt)
+                frames = self._decode_packet(pkt)
             except av.FFmpegError as e:
                 if not self._damaged:
                     self._damaged = True
@@ -432,8 +449,7 @@ class SoftwareBackend(Backend):
                     break
             if not landed:
                 self._rewind()
-        with contextlib.suppress(av.FFmpegError):
-            self._cc.flush_buffers()
+        self._flush_decoder()
         self._skip_to(start)
         self._run_start = start
         self._expected = int(np.flatnonzero(index.frame_start >= start)[0]) if start else 0

@@ -67,7 +67,8 @@ try:
     result = obj.probe()
     out = {{"available": bool(getattr(result, "available", False)),
             "reason": str(getattr(result, "reason", "") or ""),
-            "details": dict(getattr(result, "details", None) or {{}})}}
+            "details": dict(getattr(result, "details", None) or {{}}),
+            "codecs": sorted(getattr(obj, "codecs", None) or ())}}
 except BaseException as e:
     out = {{"available": False, "reason": f"{{type(e).__name__}}: {{e}}", "details": {{}}}}
 sys.stdout.write("\\n{_PROBE_MARK}" + json.dumps(out, default=str) + "\\n")
@@ -283,8 +284,10 @@ def probe_backend(spec: str, timeout: float = DEFAULT_PROBE_TIMEOUT) -> dict[str
             except ValueError:
                 break
             if isinstance(result, dict):
+                codecs = result.get("codecs")
                 return {"available": result.get("available") is True,
                         "reason": str(result.get("reason") or ""),
+                        "codecs": [str(c) for c in codecs] if isinstance(codecs, list) else [],
                         "details": result.get("details") if isinstance(result.get("details"),
                                                                        dict) else {}}
             break
@@ -329,12 +332,13 @@ def cmd_backends(args: argparse.Namespace) -> int:
     if not entries:
         print("no backends registered")
         return 0
-    rows = [("NAME", "ORIGIN", "SPEC", "STATUS")]
-    rows += [(e["name"], e["origin"], e["spec"], _status(e)) for e in entries]
-    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    rows = [("NAME", "AVAILABLE", "ORIGIN", "CODECS", "SPEC", "STATUS")]
+    rows += [(e["name"], "yes" if e["available"] else "no", e["origin"],
+              ",".join(e.get("codecs") or []) or "any", e["spec"], _status(e)) for e in entries]
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
-              + "  " + row[3])
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True))
+              + "  " + row[5])
     return 0
 
 

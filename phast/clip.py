@@ -20,6 +20,7 @@ import numpy as np
 from . import registry
 from .builder import ProxyBuilder
 from .errors import (
+    BackendUnavailable,
     CannotHandle,
     ClipClosed,
     FrameOutOfRange,
@@ -63,6 +64,12 @@ class Clip:
     def backend(self) -> str:
         """Name of the backend decoding this clip."""
         return self._session.backend
+
+    @property
+    def backend_status(self) -> tuple[tuple[str, str], ...]:
+        """How the backend was chosen: ``(name, "selected")`` last, preceded (for
+        ``backend="auto"``) by each better backend with ``"skipped: why"``."""
+        return self._session.selection
 
     @property
     def info(self) -> ClipInfo:
@@ -330,6 +337,10 @@ class Clip:
         return f"<phast.Clip {self.path!r} backend={self.backend} {state}>"
 
 
+def _attached(proc: Any) -> None:
+    """A job that only makes its session attach (open the source) in the worker."""
+
+
 def _close(session: Session, builder: ProxyBuilder | None) -> None:
     if builder is not None:
         builder.stop()
@@ -418,11 +429,21 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     identity = source_identity(p)
     store = _store_for(cache_dir)
     pool = pool or default_pool()
-    reasons = []
-    for name, spec in candidates:
+    reasons: list[str] = []
+    auto = backend == "auto"
+    tried: list[tuple[str, str]] = []  # (backend, why it was skipped): never a silent fallback
+    for n, (name, spec) in enumerate(candidates):
+        why = registry.host_check(name) if auto else None
+        if why:
+            tried.append((name, f"skipped: {why}"))
+            continue
         session = Session(p, stream, name, spec, options, pool, max_slots, store=store,
                           identity=identity, proxy_spec=proxy_spec, ram_frames=ram_frames)
         try:
+            if auto and n < len(candidates) - 1:
+                # A better backend than the last resort: its probe and capability check (in the
+                # worker) decide now, not at the first frame.
+                session.worker.submit(Job(_attached, session=session)).result()
             cached = store.get_index(identity, name, stream)
             if cached is not None:
                 session.index, session.source = cached
@@ -435,6 +456,10 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
             if share is not None:
                 session.account = pool.ensure_governor().open_account(
                     share, os.path.basename(p))
+            session.selection = (*tried, (name, "selected"))
+            if tried:
+                log.info("%s: backend %s; %s", p, name,
+                         "; ".join(f"{b} {w}" for b, w in tried))
             builder = None
             if proxies:
                 builder = ProxyBuilder(session.twin(), full=True)
@@ -442,13 +467,20 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
             return Clip(session, builder)
         except CannotHandle as e:
             reasons.append(f"{name}: {e}")
+            tried.append((name, f"skipped: {e}"))
             session.close()
+        except BackendUnavailable as e:
+            session.close()
+            if not auto:
+                raise
+            tried.append((name, f"skipped: {e}"))
         except WorkerCrashed as e:
             session.close()
             raise MediaError(f"{p}: the worker died twice while opening it ({e})") from e
         except BaseException:
             session.close()
             raise
+    reasons += [f"{b}: {w}" for b, w in tried if not any(r.startswith(f"{b}:") for r in reasons)]
     raise UnsupportedCodec(f"no backend can open {p}: {'; '.join(reasons) or 'none available'}")
 
 

@@ -97,6 +97,14 @@ class WorkerHung(WorkerCrashed):
     """A worker stopped answering (no heartbeat within the watchdog timeout) and was killed."""
 
 
+class DeviceError(PhastError, RuntimeError):
+    """Raised inside a worker by a backend whose GPU call failed (a CUDA or decoder error).
+
+    The worker's device context may be poisoned: the worker reports it with its own record type
+    and exits, and the editor restarts it (never a retry in the same process).
+    """
+
+
 class WorkerStartError(PhastError, RuntimeError):
     """Raised when a worker process does not complete its READY handshake in time."""
 

@@ -86,7 +86,7 @@ class Frame:
 
         Releasing one sibling never invalidates another: each holds the lease through its arrays.
         """
-        return Frame(array=self.array, planes=self.planes,
+        return type(self)(array=self.array, planes=self.planes,
                      index=self.index if index is None else index,
                      pts=self.pts if pts is None else pts, time=self.time if time is None else time,
                      quality=self.quality if quality is None else quality, format=self.format,

@@ -43,11 +43,37 @@ NO_PLUGINS_ENV = "PHAST_NO_PLUGINS"
 #: Built-in backends, by name.
 BUILTIN: Mapping[str, str] = MappingProxyType({
     "software": "phast.backends.software:SoftwareBackend",
+    "vaapi": "phast.backends.vaapi:VaapiBackend",
+    "nvdec": "phast.backends.nvdec:NvdecBackend",
 })
 
-#: Order ``backend="auto"`` tries (hardware first once hardware backends exist). Plugins are
-#: chosen by name: a plugin joins ``auto`` only when a row is added here.
-AUTO_ORDER: tuple[str, ...] = ("software",)
+#: Order ``backend="auto"`` tries: hardware first. Each one skipped is recorded with its reason
+#: (``Clip.backend_status``). Plugins are chosen by name: a plugin joins ``auto`` only when a row
+#: is added here.
+AUTO_ORDER: tuple[str, ...] = ("nvdec", "vaapi", "software")
+
+
+def host_check(name: str) -> str | None:
+    """Why built-in hardware backend ``name`` cannot run on this host, from cheap facts only.
+
+    Runs in the editor, so it imports nothing: it looks for the libraries' import specs
+    (:func:`importlib.util.find_spec`) and the device nodes. None means "maybe": the backend's
+    own probe, in a worker, has the last word (it imports the libraries and opens the device).
+    """
+    import glob
+    from importlib.util import find_spec
+
+    if name == "nvdec":
+        missing = [m for m in ("PyNvVideoCodec", "cupy") if find_spec(m) is None]
+        if missing:
+            return (f"{' and '.join(missing)} not installed: pip install 'phast[nvdec]' "
+                    "(PyNvVideoCodec and cupy-cuda12x)")
+        if not os.path.exists("/dev/nvidiactl"):
+            return "no NVIDIA GPU: /dev/nvidiactl does not exist (no driver loaded)"
+    elif name == "vaapi" and not glob.glob("/dev/dri/renderD*"):
+        return ("no VAAPI device: no /dev/dri/renderD* render node (a GPU with a VAAPI driver, "
+                "e.g. intel-media-va-driver or mesa-va-drivers, is needed)")
+    return None
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -202,5 +228,5 @@ def _require_probe(spec: str, cls: type[Backend]) -> None:
 
 
 __all__ = ["AUTO_ORDER", "BUILTIN", "ENTRY_POINT_GROUP", "NO_PLUGINS_ENV", "BackendEntry",
-           "available", "entries", "load", "plugins", "plugins_disabled", "register", "resolve",
-           "unregister"]
+           "available", "entries", "host_check", "load", "plugins", "plugins_disabled", "register",
+           "resolve", "unregister"]

@@ -81,6 +81,9 @@ class Session:
         self._jobs = itertools.count(1)
         self._lock = threading.Lock()
         self.closed = False
+        self.device = "cpu"  #: where the backend's frames live; "cuda" once a worker says so
+        #: Why ``backend="auto"`` skipped each better backend, and which one runs (phast.clip).
+        self.selection: tuple[tuple[str, str], ...] = ()
 
     def twin(self) -> Session:
         """A second session of the same clip and index (its own decoder, maybe another worker):
@@ -98,6 +101,12 @@ class Session:
                               "stream": self.stream, "backend": self.spec,
                               "options": self.options})
         raise_for_error(reply, proc)
+        if reply.get("device") == "cuda":  # frames stay in the worker's GPU memory
+            from .devframe import DeviceSlots
+
+            self.device = "cuda"
+            self.device_slots = getattr(self, "device_slots", None) or DeviceSlots(
+                self.slots.max_slots)
         if self.index is not None:
             # No separate warm-up: after a restart the interrupted request (the playhead) is
             # retried first, and that positions the new decoder exactly where the editor is.
@@ -114,6 +123,10 @@ class Session:
         self.index = index
 
     def run_frame(self, proc: Process, i: int, fmt: str) -> Frame:
+        if self.device == "cuda":
+            from .devframe import run_device_frame
+
+            return run_device_frame(self, proc, i, fmt, raise_for_error)
         need = self._estimate(fmt)
         reindexed = False
         for _ in range(8):

@@ -70,7 +70,8 @@ class WorkerConfig:
 
 def _worker_env(config: WorkerConfig) -> dict[str, str]:
     """A cleaned environment: what Python needs to import the same code, and nothing else."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ")
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ",
+                                      "CUDA_VISIBLE_DEVICES")
            if k in os.environ}
     env.update(
         PHAST_WORKER="1",
@@ -135,6 +136,9 @@ class Process:
         self.pidfd = os.pidfd_open(self.pid)
         self.sessions: set[int] = set()  # sessions opened in this process
         self.mapped: set[tuple[int, int]] = set()  # (session, slot) mapped in this process
+        #: Called once when this process ends (exit, kill or crash), before any retry: the
+        #: editor's device mappings of this worker's memory close here (phast.devframe).
+        self.on_end: list[Callable[[], None]] = []
         try:
             ready, _, _ = self.receive(config.start_timeout, what="READY")
         except (WorkerCrashed, ProtocolViolation) as e:
@@ -223,6 +227,10 @@ class Process:
         self._close_handles()
 
     def _close_handles(self) -> None:
+        hooks, self.on_end = self.on_end, []
+        for hook in hooks:
+            with contextlib.suppress(Exception):
+                hook()
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.pidfd >= 0:
@@ -420,6 +428,11 @@ def raise_for_error(reply: dict[str, Any], proc: Process) -> None:
         # A backend raised something outside the contract: its state is not trusted any more.
         proc.kill()
         raise WorkerCrashed(f"backend failed in worker {proc.pid}: {message}")
+    if kind == "DeviceError":
+        # The worker's CUDA context may be poisoned (it exits by itself): a fresh process, never
+        # a retry in this one.
+        proc.kill()
+        raise WorkerCrashed(f"device error in worker {proc.pid}: {message}")
     raise WORKER_ERROR_TYPES.get(kind, DecodeError)(message)
 
 

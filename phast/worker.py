@@ -13,6 +13,8 @@ Requests (editor -> worker) and replies (worker -> editor)::
     adopt  {session, index} + arrays                      -> {ok}
     frame  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
            (+ the slot's fd when new to this worker)      or {error, type, message[, needed]}
+    frame  {session, job, index, format, dslot}           -> {ok, job, index, dslot, frame record
+           (device backends: worker-owned device memory)      with a "device" part}
     close  {session}                                      -> {ok}
     exit   {}                                             -> (process exits)
 
@@ -22,6 +24,7 @@ that stays silent longer than its hang timeout.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import select
@@ -33,7 +36,7 @@ from dataclasses import asdict
 from typing import Any
 
 from phast import protocol, sandbox
-from phast.errors import PhastError
+from phast.errors import CannotHandle, DeviceError, PhastError
 from phast.index import FrameIndex
 
 #: The job being served, for diagnostics (and test backends that misbehave on cue).
@@ -41,6 +44,16 @@ current_job: dict[str, Any] = {}
 
 BEAT_INTERVAL = 0.2
 READ_AHEAD = 3  #: frames decoded ahead of a forward-moving playhead while idle
+DEVICE_ERROR_EXIT = 71  #: exit status after a device (CUDA) error
+
+
+def device_record(rec: Any) -> dict[str, Any]:
+    """A device backend's frame description as plain data (see ``phast.devframe``)."""
+    return {"width": rec.width, "height": rec.height, "pix_fmt": rec.pix_fmt,
+            "itemsize": rec.itemsize, "key_frame": bool(rec.key_frame),
+            "device": {"alloc": rec.alloc, "alloc_size": rec.alloc_size,
+                       "handle": rec.handle.hex(),
+                       "planes": [[p.offset, p.rows, p.row_bytes, p.pitch] for p in rec.planes]}}
 
 
 class Worker:
@@ -71,8 +84,13 @@ class Worker:
         cls = load(str(msg["backend"]), probe=True)
         backend = cls(msg["path"], stream=int(msg["stream"]), options=msg.get("options") or {},
                       progress=self.beat)
+        source = backend.describe()
+        refusal = cls.capabilities(source)  # codec, profile, depth, size: CannotHandle for auto
+        if refusal:
+            backend.close()
+            raise CannotHandle(f"{cls.name or msg['backend']}: {refusal}")
         self.sessions[msg["session"]] = backend
-        self.reply({"ok": True, "source": backend.describe()})
+        self.reply({"ok": True, "source": source, "device": getattr(cls, "device", "cpu")})
 
     def op_index(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions[msg["session"]]
@@ -104,12 +122,17 @@ class Worker:
 
     def op_frame(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         session = msg["session"]
-        out = memoryview(self._slot(msg, fds))
-        try:
-            decoded = self.sessions[session].decode(msg["index"], msg["format"], out)
-        finally:
-            out.release()
-        self._reply_frame(msg, decoded)
+        if "dslot" in msg:  # a device backend: the frame goes to a worker-owned device slot
+            rec = self.sessions[session].decode_device(msg["index"], msg["format"], msg["dslot"])
+            self.reply({"ok": True, "job": msg["job"], "index": msg["index"],
+                        "dslot": msg["dslot"], "frame": device_record(rec)})
+        else:
+            out = memoryview(self._slot(msg, fds))
+            try:
+                decoded = self.sessions[session].decode(msg["index"], msg["format"], out)
+            finally:
+                out.release()
+            self._reply_frame(msg, decoded)
         i = msg["index"]
         if self._last.get(session) == i - 1:  # playing forward: read ahead
             self._ahead = (session, i + 1, i + 1 + READ_AHEAD)
@@ -148,7 +171,7 @@ class Worker:
         for i in msg["indices"]:
             self.beat()
             try:
-                if hasattr(backend, "av_frame"):
+                if hasattr(backend, "av_frame") and getattr(backend, "device", "cpu") == "cpu":
                     frame = backend.av_frame(i)
                 else:  # any backend: through its packed rgb24 output
                     scratch = scratch or memoryview(bytearray(width * height * 3))
@@ -231,6 +254,13 @@ class Worker:
                 handler(msg, blobs, fds)
             except MemoryError:
                 os._exit(70)  # the decoder's state cannot be trusted after this
+            except DeviceError as e:
+                # A CUDA context may be poisoned after an error: say so, then make way for a
+                # fresh process (the editor restarts it; nothing is retried in this one).
+                with contextlib.suppress(OSError):
+                    self.reply({"error": True, "type": "DeviceError", "message": str(e)[:2000],
+                                "job": msg.get("job", 0)})
+                os._exit(DEVICE_ERROR_EXIT)
             except _SlotTooSmall as e:
                 self.reply({"error": True, "type": "SlotTooSmall", "needed": e.needed,
                             "job": msg.get("job", 0), "message": str(e)})

@@ -281,7 +281,7 @@ def test_backends_lists_software(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     software = next(row for row in rows if row[0] == "software")
-    assert software[1] == "built-in" and software[3] == "available"
+    assert software[1:3] == ["yes", "built-in"] and software[5] == "available"
     assert main(["backends", "--json"]) == 0
     entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     assert entries["software"]["available"] is True

@@ -15,7 +15,7 @@ from tests.reference import reference_frames
 
 def test_software_backend_comes_through_the_entry_point_group() -> None:
     assert registry.plugins().get("software") == "phast.backends.software:SoftwareBackend"
-    assert registry.resolve("auto")[0][0] == "software"
+    assert registry.resolve("auto")[-1][0] == "software"  # the last resort after hardware
 
 
 def test_plugins_can_be_disabled(monkeypatch) -> None:

@@ -41,7 +41,7 @@ def test_entry_points_are_discovered_without_importing(site: Path) -> None:
         "plugin", "phast-fake", "phast_fake_never_imported")
     assert registry.resolve("fake") == [("fake", "phast_fake_never_imported:Backend")]
     assert "phast_fake_never_imported" not in sys.modules
-    assert registry.resolve("auto") == [("software", registry.BUILTIN["software"])]
+    assert registry.resolve("auto") == [(n, registry.BUILTIN[n]) for n in registry.AUTO_ORDER]
 
 
 def test_precedence_builtin_then_registered_then_plugin(site: Path) -> None:

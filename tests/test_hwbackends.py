@@ -1,0 +1,272 @@
+"""Hardware backends: probes, auto selection, device-frame records, and (on a GPU) NVDEC.
+
+Runs here: probe reasons, selection with recorded skips, ``phast backends``, the record checks
+(plain data), mapping closure when a real worker process ends (IPC calls recorded by a stand-in:
+the process and its ending are real, the GPU is not -- that part is not NVDEC done).
+GPU tests (``nvdec``/``gpu`` markers) skip without the hardware, fail with PHAST_REQUIRE_GPU=1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import phast
+from phast import registry
+from phast.cli import main, probe_backend
+from phast.devframe import (
+    DeviceMappings,
+    DeviceSlots,
+    build_frame,
+    check_device_record,
+    mappings_for,
+)
+from phast.errors import BackendUnavailable, ProtocolViolation, WorkerCrashed
+from phast.supervisor import Process, WorkerConfig
+
+HANDLE = bytes(range(64))
+
+
+def record(**over: Any) -> dict[str, Any]:
+    dev = {"alloc": 0, "alloc_size": 1 << 20, "handle": HANDLE.hex(),
+           "planes": [[4096, 48, 192, 512]]}
+    dev.update(over.pop("device", {}))
+    rec = {"width": 64, "height": 48, "pix_fmt": "rgb24", "itemsize": 1, "key_frame": True,
+           "device": dev}
+    rec.update(over)
+    return rec
+
+
+# -- probes ---------------------------------------------------------------------------------------
+
+
+def test_vaapi_probe_names_the_fix() -> None:
+    from phast.backends.vaapi import VaapiBackend
+
+    result = VaapiBackend.probe()
+    assert result.available is False  # PyPI PyAV wheels carry no VAAPI, and no /dev/dri here
+    assert "--no-binary av" in result.reason and "libva-dev" in result.reason
+    assert "renderD" in result.reason
+
+
+def test_nvdec_probe_says_why() -> None:
+    result = probe_backend(registry.BUILTIN["nvdec"], 60)
+    assert result["available"] is False
+    assert "PyNvVideoCodec" in result["reason"] and "phast[nvdec]" in result["reason"]
+    assert result["codecs"] == ["h264", "hevc"]
+
+
+def test_host_checks_import_nothing() -> None:
+    import sys
+
+    before = set(sys.modules)
+    assert "phast[nvdec]" in (registry.host_check("nvdec") or "")
+    assert "renderD" in (registry.host_check("vaapi") or "")
+    assert registry.host_check("software") is None
+    assert not {"cupy", "PyNvVideoCodec", "av"} & (set(sys.modules) - before)
+
+
+def test_auto_order_puts_hardware_first() -> None:
+    assert registry.AUTO_ORDER == ("nvdec", "vaapi", "software")
+    assert [n for n, _ in registry.resolve("auto")] == ["nvdec", "vaapi", "software"]
+
+
+def test_backends_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["NAME", "AVAILABLE", "ORIGIN", "CODECS"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert rows["software"].split()[1] == "yes"
+    assert rows["nvdec"].split()[1] == "no" and "h264,hevc" in rows["nvdec"]
+    assert rows["vaapi"].split()[1] == "no" and "--no-binary av" in rows["vaapi"]
+
+
+# -- selection -----------------------------------------------------------------------------------
+
+
+def test_auto_picks_software_and_records_why(make: Any, cache_dir: Path) -> None:
+    path = make("h264_bpyramid_longgop")
+    with phast.open(path, cache_dir=cache_dir) as clip:
+        assert clip.backend == "software"
+        status = dict(clip.backend_status)
+        assert list(status) == ["nvdec", "vaapi", "software"]
+        assert status["software"] == "selected"
+        assert status["nvdec"].startswith("skipped:") and "PyNvVideoCodec" in status["nvdec"]
+        assert status["vaapi"].startswith("skipped:") and "renderD" in status["vaapi"]
+        assert clip.frame(3).array.shape == (clip.info.height, clip.info.width, 3)
+
+
+def test_explicit_hardware_backend_raises_with_the_reason(make: Any, cache_dir: Path) -> None:
+    path = make("h264_bpyramid_longgop")
+    with pytest.raises(BackendUnavailable, match="no VAAPI support"):
+        phast.open(path, backend="vaapi", cache_dir=cache_dir)
+
+
+def test_open_keeps_av_and_cupy_out_of_the_editor(make: Any, cache_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, phast; c = phast.open(sys.argv[1], cache_dir=sys.argv[2]); "
+            "c.frame(0); c.close(); print(sorted(m for m in ('av', 'cupy', 'PyNvVideoCodec') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(make("h264_bpyramid_longgop")),
+                          str(cache_dir)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PHAST_PROXIES": "0"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_capabilities_refuse_what_hardware_cannot_do() -> None:
+    from phast.backends.nvdec import NvdecBackend
+    from phast.backends.vaapi import VaapiBackend
+
+    ok = {"codec": "h264", "pix_fmt": "yuv420p", "bit_depth": 8, "width": 1920, "height": 1080}
+    assert NvdecBackend.capabilities(ok) is None
+    assert "10 bits" in (NvdecBackend.capabilities({**ok, "pix_fmt": "yuv420p10le",
+                                                     "bit_depth": 10}) or "")
+    assert "vp9" in (NvdecBackend.capabilities({**ok, "codec": "vp9"}) or "")
+    assert "4096x4096" in (NvdecBackend.capabilities({**ok, "width": 8192}) or "")
+    assert VaapiBackend.capabilities(ok) is None
+    assert "4:2:0" in (VaapiBackend.capabilities({**ok, "pix_fmt": "yuv444p"}) or "")
+
+
+# -- device records (plain data) -----------------------------------------------------------------
+
+
+def test_a_valid_record_passes() -> None:
+    rec = check_device_record(record(), "rgb24", {})
+    assert (rec.alloc, rec.alloc_size, rec.handle) == (0, 1 << 20, HANDLE)
+    assert rec.planes[0].end == 4096 + 47 * 512 + 192
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"device": {"planes": [[(1 << 20) - 100, 48, 192, 512]]}}, "outside allocation"),
+    ({"device": {"planes": [[0, 48, 192, 100]]}}, "outside allocation"),  # pitch < row bytes
+    ({"device": {"planes": [[-512, 48, 192, 512]]}}, "outside allocation"),
+    ({"device": {"alloc_size": 1 << 40}}, "implausible allocation"),
+    ({"device": {"alloc": -1}}, "implausible allocation"),
+    ({"device": {"handle": "zz"}}, "not hex"),
+    ({"device": {"handle": "00" * 8}}, "8 bytes"),
+    ({"device": {"planes": [[0, 48, 191, 512]]}}, "64x48 rgb24"),
+    ({"device": {"planes": [[0, 48, 192, 512], [4096, 24, 64, 512]]}}, "overlaps"),
+    ({"device": {"planes": [[0, 48, True, 512]]}}, "malformed"),
+    ({"width": 0}, "implausible frame"),
+])
+def test_forged_records_are_rejected(bad: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProtocolViolation, match=match):
+        check_device_record(record(**bad), "rgb24", {})
+
+
+def test_a_known_allocation_id_cannot_change() -> None:
+    known = {0: (1 << 20, HANDLE)}
+    check_device_record(record(), "rgb24", known)
+    with pytest.raises(ProtocolViolation, match="changed"):
+        check_device_record(record(device={"alloc_size": 1 << 21}), "rgb24", known)
+    with pytest.raises(ProtocolViolation, match="changed"):
+        check_device_record(record(device={"handle": bytes(64).hex()}), "rgb24", known)
+
+
+def test_native_nv12_record() -> None:
+    rec = record(pix_fmt="nv12", device={"planes": [[0, 48, 64, 512], [24576, 24, 64, 512]]})
+    assert len(check_device_record(rec, "native", {}).planes) == 2
+
+
+# -- mappings belong to a worker generation (stand-in IPC, real worker process) ------------------
+
+
+class RecordingIpc:
+    """Stands in for cudaIpcOpen/CloseMemHandle (no GPU here): records the calls."""
+
+    def __init__(self) -> None:
+        self.opened: list[bytes] = []
+        self.closed: list[int] = []
+
+    def open(self, handle: bytes) -> int:
+        self.opened.append(handle)
+        return 0x7F0000000000 + 0x10000000 * len(self.opened)
+
+    def close(self, ptr: int) -> None:
+        self.closed.append(ptr)
+
+
+def test_a_dying_worker_closes_its_mappings_and_frames_refuse_access() -> None:
+    ipc = RecordingIpc()
+    proc = Process(WorkerConfig())
+    maps = mappings_for(proc, ipc)
+    rec = check_device_record(record(), "rgb24", maps.known())
+    base = maps.pointer(rec)
+    assert maps.pointer(rec) == base and len(ipc.opened) == 1  # mapped once, cached
+    slots = DeviceSlots(4)
+    slot = slots.grant()
+    frame = build_frame(rec, base, slots.lease(slot, maps), fmt="rgb24", index=0, pts=0,
+                        time=0.0)
+    cai = frame.__cuda_array_interface__
+    assert cai["data"][0] == base + 4096 and cai["shape"] == (48, 64, 3)
+    assert cai["strides"] == (512, 3, 1)
+    os.kill(proc.pid, 9)  # a crash; the supervisor's discard path kills and closes handles
+    proc.kill()
+    assert ipc.closed == [base] and maps.closed
+    with pytest.raises(WorkerCrashed):
+        frame.__cuda_array_interface__  # noqa: B018 -- the access is the test
+    with pytest.raises(WorkerCrashed):
+        maps.pointer(rec)
+
+
+def test_device_slots_come_back_when_frames_go() -> None:
+    import gc
+
+    slots = DeviceSlots(1)
+    maps = DeviceMappings(RecordingIpc())
+    s = slots.grant()
+    lease = slots.lease(s, maps)
+    with pytest.raises(phast.SlotsExhausted):
+        slots.grant()
+    del lease
+    gc.collect()
+    assert slots.grant() == s
+
+
+# -- on a GPU -------------------------------------------------------------------------------------
+
+
+@pytest.mark.nvdec
+@pytest.mark.gpu
+def test_nvdec_frames_match_software(make: Any, cache_dir: Path) -> None:
+    import cupy
+
+    from phast.backends.nvdec import NvdecBackend
+
+    path = make("h264_bpyramid_longgop")
+    with phast.open(path, backend="software", cache_dir=cache_dir) as sw, \
+            phast.open(path, backend="nvdec", cache_dir=cache_dir) as hw:
+        assert len(sw) == len(hw)
+        tol = NvdecBackend.conversion_tolerance["rgb24"]
+        for i in (0, 5, len(sw) - 1, 17, 3):
+            ref = sw.frame(i).to_ndarray().astype(int)
+            got = hw.frame(i)
+            dev = cupy.asarray(got)  # zero copy: the pointer is the frame's
+            assert dev.data.ptr == got.__cuda_array_interface__["data"][0]
+            assert np.abs(got.to_ndarray().astype(int) - ref).max() <= tol, i
+            nat = hw.frame(i, format="native").planes[0].get()
+            sw_nat = sw.frame(i, format="native").planes[0]
+            assert np.array_equal(nat, sw_nat)
+
+
+@pytest.mark.nvdec
+@pytest.mark.gpu
+def test_nvdec_worker_crash_closes_mappings(make: Any, cache_dir: Path) -> None:
+    path = make("h264_bpyramid_longgop")
+    with phast.open(path, backend="nvdec", cache_dir=cache_dir) as hw:
+        frame = hw.frame(2)
+        pid = hw.worker_pid
+        assert pid is not None
+        os.kill(pid, 9)
+        again = hw.frame(4)  # a fresh worker, fresh mappings
+        assert hw.worker_pid != pid
+        with pytest.raises(WorkerCrashed):
+            frame.__cuda_array_interface__  # noqa: B018
+        assert again.to_ndarray().shape[2] == 3
