@@ -66,6 +66,13 @@ class MissingDependency(PhastError, ImportError):
     """Raised at use (never at import) when an optional library is missing; names the extra."""
 
 
+class KernelUnavailable(PhastError, RuntimeError):
+    """Raised by a ``phast.kernels`` runner whose library is installed but finds no device.
+
+    (A missing library is :class:`MissingDependency`.) The message says what was looked for.
+    """
+
+
 class ClipClosed(PhastError, ValueError):
     """Raised by any ``Clip`` method called after ``close()``."""
 
@@ -130,5 +137,6 @@ WORKER_ERROR_TYPES: dict[str, type[PhastError]] = {
         MissingDependency,
         IndexMismatch,
         BackendUnavailable,
+        KernelUnavailable,
     )
 }
