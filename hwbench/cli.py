@@ -1,4 +1,4 @@
-"""``hwbench`` command line: ``access``, ``torture`` and ``democlip`` subcommands.
+"""``hwbench`` command line: ``access``, ``torture``, ``proxies``, ``kernels``, ``democlip``.
 
 Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
 Only argparse and the standard library are imported at module level, so ``hwbench --help``
@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare proxy sizes and JPEG quantisers instead")
     x.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     x.set_defaults(func=_cmd_proxies)
+    k = sub.add_parser("kernels", help="device kernels (OpenCL, CUDA) vs the NumPy reference "
+                       "and swscale: 1080p NV12 → rgb24 and → 360p proxy")
+    k.add_argument("--repeat", type=int, default=5, help="timed runs per case (best is shown)")
+    k.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    k.set_defaults(func=_cmd_kernels)
     d.add_argument("--seconds", type=float, default=None, help="length override (own file)")
     d.add_argument("--size", type=_size, default=None, help="picture size override, WxH")
     d.add_argument("--dir", dest="demo_dir", default=None, help="output directory")
@@ -204,6 +209,16 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
         print(proxies.format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    from . import kernels
+
+    rows = kernels.run(repeat=max(1, args.repeat))
+    print(kernels.format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 

@@ -82,6 +82,13 @@ class MeterPermissionDenied(MeterUnavailable, PermissionError):
     """
 
 
+class KernelUnavailable(PhastError, RuntimeError):
+    """Raised by a ``phast.kernels`` runner whose library is installed but finds no device.
+
+    (A missing library is :class:`MissingDependency`.) The message says what was looked for.
+    """
+
+
 class ClipClosed(PhastError, ValueError):
     """Raised by any ``Clip`` method called after ``close()``."""
 
@@ -154,5 +161,6 @@ WORKER_ERROR_TYPES: dict[str, type[PhastError]] = {
         MissingDependency,
         IndexMismatch,
         BackendUnavailable,
+        KernelUnavailable,
     )
 }

@@ -13,7 +13,7 @@ import phast
 from phast import registry
 from tests import clips
 
-pytest_plugins = ["tests.gpu_gate"]
+pytest_plugins = ["tests.gpu_gate"]  # PHAST_REQUIRE_GPU=1: hardware skips fail
 
 # Background proxy building is tested where it is the subject (test_tiers.py); elsewhere it would
 # only compete for the two cores and for the crash cases' worker.
