@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import chaos as _chaos
 from . import patterns, procstats
 from .procstats import percentile, system_busy_seconds, tree_cpu_seconds
 
@@ -187,6 +188,8 @@ class TortureConfig:
     system: str = "phast"  #: "phast", or "pyav": in-process seek-and-decode on the same schedule
     progress: bool = True
     progress_every: float = 5.0
+    chaos: float = 0.0  #: worker faults a minute (SIGKILL/SIGSTOP, :mod:`hwbench.chaos`)
+    verify: bool = False  #: check sampled EXACT frames against a sequential decode afterwards
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -252,9 +255,13 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
     done_count = 0
     clip: Any = None
     req_deadline = None if cfg.exact else (cfg.deadline or period)
+    chaos = _chaos.ChaosRun(pool, cfg) if pool is not None and (cfg.chaos or cfg.verify) \
+        else None
     try:
         w0 = time.perf_counter()
         clip = _open_system(path, cfg, pool)
+        if chaos is not None:
+            clip.verifier = chaos.verifier
         open_s = time.perf_counter() - w0
         indices = patterns.pattern_indices(cfg.pattern, len(clip), n, cfg.seed, cfg.rate)
         # Warm-up: the editor has the clip open and on screen before the schedule starts
@@ -286,6 +293,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
         start_reading = meter.read()
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
+        if chaos is not None:
+            chaos.start()
         next_progress = cfg.progress_every
         for req in requests:
             delay = t0 + req.scheduled - time.monotonic()
@@ -313,6 +322,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
         end_reading = meter.read()
         sampler.stop()
         sampler.join()
+        if chaos is not None:
+            chaos.stop()
         with lock:
             drained = done_count >= issued
         report = _report(cfg, requests, period, t0, start_reading, end_reading,
@@ -327,6 +338,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                       proxy_progress=clip.proxy_progress(),
                       open_s=open_s, warmup_s=warmup_s, drained=drained,
                       logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
+        if chaos is not None:
+            report["chaos"] = chaos.result  # completed by chaos.after_close() below
         return report
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
@@ -334,6 +347,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
             clip.close()
         if pool is not None:
             pool.shutdown()
+        if chaos is not None:
+            chaos.after_close(path)
 
 
 class _PhastSystem:
@@ -349,8 +364,12 @@ class _PhastSystem:
     def __len__(self) -> int:
         return len(self.clip)
 
+    verifier: Any = None  #: set by a chaos run: samples EXACT frames
+
     def fetch(self, i: int, deadline: float | None) -> str:
         with self.clip.frame(i, deadline=deadline) as f:
+            if self.verifier is not None and f.quality.name == "EXACT":
+                self.verifier.offer(i, f.array)
             return str(f.quality)
 
     def proxy_progress(self) -> list[int] | None:
@@ -507,6 +526,7 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"p99 {ms(resp['p99'])}",
         "quality mix: " + (", ".join(f"{k} {100 * v:.0f}%" for k, v in
                                      rep["quality_mix"].items()) or "-"),
+        *([_chaos.format_line(rep["chaos"])] if "chaos" in rep else []),
         *([f"past the deadline, ms (call latency - deadline; negative = early): "
            f"p50 {ms(rep['slack_ms']['p50'])}  p95 {ms(rep['slack_ms']['p95'])}  "
            f"p99 {ms(rep['slack_ms']['p99'])}  max {ms(rep['slack_ms']['max'])}"]
