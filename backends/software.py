@@ -166,6 +166,7 @@ class SoftwareBackend(Backend):
         self._keep_bytes = int(options.get("keep_bytes", DEFAULT_KEEP_BYTES))
         self._container: Any = None
         self._damaged = False
+        self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
         self._open_container()
         self._kept: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -197,10 +198,15 @@ class SoftwareBackend(Backend):
         if cc is None or not cc.is_decoder:
             codec = self._stream.codec_context.name if cc else "unknown"
             raise UnsupportedCodec(f"{self._path}: no decoder for codec {codec!r} in this FFmpeg")
-        # Frame threading is bit-exact with a single-threaded decode on valid streams only; on a
-        # damaged one, which frames survive differs, so damaged streams decode single-threaded.
-        cc.thread_type = "SLICE" if self._damaged else "AUTO"
-        cc.thread_count = self._threads
+        # Threading is bit-exact with a single-threaded decode on valid streams only. On a
+        # damaged one, which frames survive differs with frame threads, and error detection and
+        # concealment differ with the number of slice threads (the pixels of a damaged frame
+        # would depend on the machine's core count): damaged streams decode on one thread.
+        # The index's prefix is verified on one thread too: FFmpeg's frame threads do not always
+        # flag a concealed frame as corrupt (the flag races with the output of the frame).
+        single = self._damaged or self._verifying
+        cc.thread_type = "SLICE" if single else "AUTO"
+        cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
         # Decode only our stream; the demuxer still reads others' bytes but never decodes them.
@@ -311,8 +317,13 @@ class SoftwareBackend(Backend):
         """Decode the first frames from the very start and check them against the index."""
         assert self._index is not None
         last = min(VERIFY_FRAMES, self._index.frame_count) - 1
-        self._seek(0)
-        self._decode_run(last)
+        self._verifying = True
+        try:
+            self._seek(0)  # a rewind reopens the decoder: single-threaded while verifying
+            self._decode_run(last)
+        finally:
+            self._verifying = False
+            self._open_container()  # back to the configured threading
 
     def _index_by_decoding(self, pkt_pts: np.ndarray, pkt_dts: np.ndarray, pkt_pos: np.ndarray,
                            pkt_flags: np.ndarray, tb: Fraction) -> FrameIndex:

@@ -1,4 +1,5 @@
-"""``hwbench`` command line: ``access``, ``torture``, ``proxies``, ``kernels``, ``democlip``.
+"""``hwbench`` command line: ``access``, ``torture``, ``fuzz``, ``proxies``, ``kernels``,
+``democlip``.
 
 Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
 Only argparse and the standard library are imported at module level, so ``hwbench --help``
@@ -111,7 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then run in-process PyAV seek-and-decode on the same schedule")
     t.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     t.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    t.add_argument("--chaos", type=float, default=0.0, metavar="N",
+                   help="SIGKILL/SIGSTOP a random worker N times a minute (hwbench.chaos)")
+    t.add_argument("--verify", action="store_true",
+                   help="check sampled EXACT frames against a sequential decode afterwards")
     t.set_defaults(func=_cmd_torture)
+
+    z = sub.add_parser("fuzz", help="mutated clips of every codec against phast: typed errors, "
+                       "degraded or checked EXACT frames; no hang, no crash, no wrong frame")
+    z.add_argument("--budget-s", type=float, default=60.0, help="seconds (default 60)")
+    z.add_argument("--seed", type=int, default=1, help="campaign seed (default 1)")
+    z.add_argument("--out", help="directory for files that broke a promise (with recipes)")
+    z.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+    z.add_argument("--work-dir", help="clips and mutated files (default: a temporary dir)")
+    z.add_argument("--clips", default="", help="comma-separated corpus clips (default: all)")
+    z.add_argument("--file-timeout", type=float, default=90.0,
+                   help="seconds per file before it counts as a hang (default 90)")
+    z.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    z.set_defaults(func=_cmd_fuzz)
 
     d = sub.add_parser("democlip", help="generate (once) and print the path of a demo clip")
     d.add_argument("kind", nargs="?", default="1080p", help="1080p or 720p (default 1080p)")
@@ -179,7 +197,7 @@ def _cmd_torture(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, threads=args.threads,
         workers=args.workers, max_inflight=args.max_inflight, drain_s=args.drain,
         progress=not args.quiet, deadline=args.deadline, exact=args.exact,
-        proxies=not args.no_proxies)
+        proxies=not args.no_proxies, chaos=args.chaos, verify=args.verify)
     report = torture.run_torture(path, cfg)
     print(torture.format_report(report))
     if args.compare_pyav:
@@ -192,6 +210,20 @@ def _cmd_torture(args: argparse.Namespace) -> int:
     if args.json:
         torture.write_json(report, args.json)
     return 0
+
+
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from . import fuzz
+
+    cfg = fuzz.FuzzConfig(
+        budget_s=args.budget_s, seed=args.seed, out=args.out, work_dir=args.work_dir,
+        clips=tuple(c.strip() for c in args.clips.split(",") if c.strip()),
+        file_timeout=args.file_timeout, progress=not args.quiet)
+    report = fuzz.run_campaign(cfg)
+    print(fuzz.format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0 if report["ok"] else 1
 
 
 def _cmd_proxies(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ from phast.power import (
     tree_cpu_seconds,
 )
 
+from . import chaos as _chaos
 from . import patterns, procstats
 from .procstats import percentile, system_busy_seconds
 
@@ -154,6 +155,8 @@ class TortureConfig:
     system: str = "phast"  #: "phast", or "pyav": in-process seek-and-decode on the same schedule
     progress: bool = True
     progress_every: float = 5.0
+    chaos: float = 0.0  #: worker faults a minute (SIGKILL/SIGSTOP, :mod:`hwbench.chaos`)
+    verify: bool = False  #: check sampled EXACT frames against a sequential decode afterwards
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,9 +246,13 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
     done_count = 0
     clip: Any = None
     req_deadline = None if cfg.exact else (cfg.deadline or period)
+    chaos = _chaos.ChaosRun(pool, cfg) if pool is not None and (cfg.chaos or cfg.verify) \
+        else None
     try:
         w0 = time.perf_counter()
         clip = _open_system(path, cfg, pool)
+        if chaos is not None:
+            clip.verifier = chaos.verifier
         open_s = time.perf_counter() - w0
         indices = patterns.pattern_indices(cfg.pattern, len(clip), n, cfg.seed, cfg.rate)
         # Warm-up: the editor has the clip open and on screen before the schedule starts
@@ -278,6 +285,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         spent0 = clip.spent_j()
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
+        if chaos is not None:
+            chaos.start()
         next_progress = cfg.progress_every
         for req in requests:
             delay = t0 + req.scheduled - time.monotonic()
@@ -306,6 +315,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         spent1 = clip.spent_j()
         sampler.stop()
         sampler.join()
+        if chaos is not None:
+            chaos.stop()
         with lock:
             drained = done_count >= issued
         report = _report(cfg, requests, period, t0, start_mark, end_mark, sampler.readings,
@@ -324,6 +335,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                       proxy_progress=clip.proxy_progress(),
                       open_s=open_s, warmup_s=warmup_s, drained=drained,
                       logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
+        if chaos is not None:
+            report["chaos"] = chaos.result  # completed by chaos.after_close() below
         return report
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
@@ -331,6 +344,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
             clip.close()
         if pool is not None:
             pool.shutdown()
+        if chaos is not None:
+            chaos.after_close(path)
 
 
 class _PhastSystem:
@@ -347,8 +362,12 @@ class _PhastSystem:
     def __len__(self) -> int:
         return len(self.clip)
 
+    verifier: Any = None  #: set by a chaos run: samples EXACT frames
+
     def fetch(self, i: int, deadline: float | None) -> str:
         with self.clip.frame(i, deadline=deadline) as f:
+            if self.verifier is not None and f.quality.name == "EXACT":
+                self.verifier.offer(i, f.array)
             return str(f.quality)
 
     def proxy_progress(self) -> list[int] | None:
@@ -521,6 +540,7 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"p99 {ms(resp['p99'])}",
         "quality mix: " + (", ".join(f"{k} {100 * v:.0f}%" for k, v in
                                      rep["quality_mix"].items()) or "-"),
+        *([_chaos.format_line(rep["chaos"])] if "chaos" in rep else []),
         *([f"past the deadline, ms (call latency - deadline; negative = early): "
            f"p50 {ms(rep['slack_ms']['p50'])}  p95 {ms(rep['slack_ms']['p95'])}  "
            f"p99 {ms(rep['slack_ms']['p99'])}  max {ms(rep['slack_ms']['max'])}"]

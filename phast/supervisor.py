@@ -535,6 +535,15 @@ class WorkerPool:
         with self._lock:
             return list(self._workers)
 
+    def roles(self) -> list[tuple[str, Worker]]:
+        """Every worker with its role, ``"decode"``, ``"image"`` or ``"build"`` (monitoring:
+        restart counters, process ids)."""
+        with self._lock:
+            out = [("decode", w) for w in self._workers]
+            out += [(role, w) for role, w in (("image", self._image_worker),
+                                              ("build", self._build_worker)) if w is not None]
+            return out
+
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._closed = True

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import FrameOutOfRange
 from .frame import Frame
 from .types import PACKED_LAYOUT, Quality
 
 if TYPE_CHECKING:
+    from .index import FrameIndex
     from .session import Session
 
 #: Seconds before the deadline at which the fallback lookups start (a stored-proxy read plus a
@@ -181,10 +183,19 @@ def blank(session: Session, i: int, fmt: str) -> Frame:
 
 
 def _pts(session: Session, i: int) -> int:
-    assert session.index is not None
-    return int(session.index.frame_pts[i])
+    return int(_index_of(session, i).frame_pts[i])
 
 
 def _time(session: Session, i: int) -> float:
-    assert session.index is not None
-    return session.index.frame_time(i)
+    return _index_of(session, i).frame_time(i)
+
+
+def _index_of(session: Session, i: int) -> FrameIndex:
+    """The clip's index, checked to still hold frame ``i``: a damaged source re-indexed by a
+    full decode (after the request was made) can turn out to have fewer frames."""
+    index = session.index
+    assert index is not None
+    if not 0 <= i < index.frame_count:
+        raise FrameOutOfRange(f"frame {i} does not exist in {session.path}: re-indexing by a "
+                              f"sequential decode found {index.frame_count} frames")
+    return index
