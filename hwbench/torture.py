@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,6 +165,35 @@ class ExactOnly:
         return None
 
 
+# -- systems under test -----------------------------------------------------------------------
+
+#: Called with a returned frame's pixels (rgb24, height x width x 3; valid only during the call)
+#: before the system lets go of them: how ``hwbench compare`` checks which frame came back.
+Look = Callable[[Any], None]
+
+
+class System(Protocol):
+    """A frame source the schedule runs against (phast, or a peer decoder)."""
+
+    width: int
+    height: int
+
+    def __len__(self) -> int: ...
+
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        """Frame ``i`` (by ``deadline`` seconds when the system honours deadlines); returns
+        its quality ("exact", "proxy", "keyframe", "blank") and shows its pixels to ``look``."""
+        ...
+
+    def proxy_progress(self) -> list[int] | None: ...
+
+    def close(self) -> None: ...
+
+
+#: Opens a system: ``(path, cfg, pool)`` -- ``pool`` is a phast WorkerPool for cfg.system "phast".
+Opener = Callable[[str, "TortureConfig", Any], System]
+
+
 # -- the runner -------------------------------------------------------------------------------
 
 @dataclass
@@ -225,8 +255,13 @@ def _ms_stats(values: list[float]) -> dict[str, float | None]:
 
 
 def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
-                governor: Governor | None = None) -> dict[str, Any]:
-    """Run the fixed-rate schedule against ``path``; returns a JSON-ready report."""
+                governor: Governor | None = None, opener: Opener | None = None,
+                look: Callable[[Request], Look | None] | None = None) -> dict[str, Any]:
+    """Run the fixed-rate schedule against ``path``; returns a JSON-ready report.
+
+    ``opener`` opens the system under test (default: by ``cfg.system``, "phast" or "pyav");
+    ``look(request)`` may return a :data:`Look` that sees that request's pixels.
+    """
     import phast
 
     if not cfg.rate > 0 or not cfg.duration > 0:
@@ -254,7 +289,7 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
     req_deadline = None if cfg.exact else (cfg.deadline or period)
     try:
         w0 = time.perf_counter()
-        clip = _open_system(path, cfg, pool)
+        clip = (opener or _open_system)(path, cfg, pool)
         open_s = time.perf_counter() - w0
         indices = patterns.pattern_indices(cfg.pattern, len(clip), n, cfg.seed, cfg.rate)
         # Warm-up: the editor has the clip open and on screen before the schedule starts
@@ -270,7 +305,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                 start = time.monotonic()
                 req.issued = start - t0
                 try:
-                    req.quality = clip.fetch(req.index, req_deadline)
+                    req.quality = clip.fetch(req.index, req_deadline,
+                                             None if look is None else look(req))
                 except Exception as e:
                     req.error = f"{type(e).__name__}: {e}"
                 end = time.monotonic()
@@ -329,7 +365,9 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                       logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
         return report
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # A call still running after the drain finishes before the system closes: closing an
+        # in-process decoder under a running call crashes FFmpeg.
+        executor.shutdown(wait=True, cancel_futures=True)
         if clip is not None:
             clip.close()
         if pool is not None:
@@ -349,8 +387,10 @@ class _PhastSystem:
     def __len__(self) -> int:
         return len(self.clip)
 
-    def fetch(self, i: int, deadline: float | None) -> str:
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
         with self.clip.frame(i, deadline=deadline) as f:
+            if look is not None:
+                look(f.array)
             return str(f.quality)
 
     def proxy_progress(self) -> list[int] | None:
@@ -375,8 +415,10 @@ class _PyAVSystem:
     def __len__(self) -> int:
         return len(self.base)
 
-    def fetch(self, i: int, deadline: float | None) -> str:
-        self.base.frame(i)
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        pixels = self.base.frame(i)
+        if look is not None:
+            look(pixels)
         return "exact"
 
     def proxy_progress(self) -> None:
@@ -386,7 +428,7 @@ class _PyAVSystem:
         self.base.close()
 
 
-def _open_system(path: str, cfg: TortureConfig, pool: Any) -> Any:
+def _open_system(path: str, cfg: TortureConfig, pool: Any) -> System:
     if cfg.system == "phast":
         return _PhastSystem(path, cfg, pool)
     if cfg.system == "pyav":
