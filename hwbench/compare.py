@@ -79,7 +79,10 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def is_frame(got: np.ndarray, i: int, refs: dict[int, np.ndarray]) -> bool:
     """Whether the fingerprint ``got`` shows frame ``i``, judged against the reference prints
-    of ``i`` and its neighbours (see the module docstring)."""
+    of ``i`` and its neighbours (see the module docstring). False when the reference decode
+    never reached frame ``i``."""
+    if i not in refs:
+        return False
     own = distance(got, refs[i])
     if own > TOLERANCE:
         return False
