@@ -1,5 +1,5 @@
-"""``hwbench`` command line: ``access``, ``torture``, ``fuzz``, ``proxies``, ``kernels``,
-``democlip``.
+"""``hwbench`` command line: ``access``, ``torture``, ``compare``, ``report``, ``fuzz``,
+``proxies``, ``kernels`` and ``democlip`` subcommands.
 
 Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
 Only argparse and the standard library are imported at module level, so ``hwbench --help``
@@ -131,6 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--quiet", action="store_true", help="no progress on stderr")
     z.set_defaults(func=_cmd_fuzz)
 
+    c = sub.add_parser("compare", parents=[common], help="torture's schedule against phast, "
+                       "PyAV, OpenCV and torchcodec in turn, every returned frame checked")
+    c.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
+    c.add_argument("--rate", type=float, default=30.0, help="requests per second (default 30)")
+    c.add_argument("--duration", type=float, default=60.0, help="seconds per peer (default 60)")
+    c.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
+    c.add_argument("--peers", default="phast,pyav,opencv,torchcodec",
+                   help="comma-separated, run in this order (default phast,pyav,opencv,"
+                   "torchcodec); peers not installed are skipped")
+    c.add_argument("--tdp", type=float, default=None, help="as for torture")
+    c.add_argument("--budget", type=_budget_arg, default=0.10, help="as for torture")
+    c.add_argument("--deadline", type=float, default=None,
+                   help="seconds each phast request may take (default: one period)")
+    c.add_argument("--no-proxies", action="store_true", help="phast builds no proxies")
+    c.add_argument("--verify-every", type=int, default=1,
+                   help="check the frame of every N-th request (default 1: all)")
+    c.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
+    c.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    c.set_defaults(func=_cmd_compare)
+
+    r = sub.add_parser("report", help="PNG plots and report.md from a torture or compare JSON")
+    r.add_argument("run", metavar="RUN.json", help="written by torture --json or compare --json")
+    r.add_argument("--out", default=None, help="output directory (default: RUN-report/)")
+    r.set_defaults(func=_cmd_report)
+
     d = sub.add_parser("democlip", help="generate (once) and print the path of a demo clip")
     d.add_argument("kind", nargs="?", default="1080p", help="1080p or 720p (default 1080p)")
     x = sub.add_parser("proxies", parents=[common], help="proxy tier: build throughput, bytes "
@@ -224,6 +249,56 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     return 0 if report["ok"] else 1
+
+def _clip_path(args: argparse.Namespace) -> str:
+    """FILE, else the demo clip (generated once), as torture picks it."""
+    from .democlip import demo_clip
+
+    return args.file or str(demo_clip(args.clip, _demo_dir(args), seconds=args.seconds,
+                                      progress=not args.quiet))
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare, torture
+
+    path = _clip_path(args)
+    if not Path(path).is_file():
+        print(f"hwbench compare: no such file: {path}", file=sys.stderr)
+        return 2
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in compare.PEERS]
+    if unknown or not peers:
+        print(f"hwbench compare: unknown peer(s) {', '.join(unknown) or '(none given)'}; "
+              f"known: {', '.join(compare.PEERS)}", file=sys.stderr)
+        return 2
+    cfg = torture.TortureConfig(
+        rate=args.rate, duration=args.duration, pattern=args.pattern, seed=args.seed,
+        tdp=args.tdp, budget=args.budget, cache_dir=args.cache_dir, threads=args.threads,
+        workers=args.workers, progress=not args.quiet, deadline=args.deadline,
+        proxies=not args.no_proxies)
+    report = compare.run_compare(path, cfg, peers, verify_every=args.verify_every)
+    print(compare.format_table(report))
+    if args.json:
+        compare.write_json(report, args.json)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    run = Path(args.run)
+    if not run.is_file():
+        print(f"hwbench report: no such file: {run}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run.with_name(run.stem + "-report")
+    try:
+        written = report.make_report(run, out)
+    except ImportError as e:
+        print(f"hwbench report: {e}", file=sys.stderr)
+        return 1
+    for p in written:
+        print(p)
+    return 0
 
 
 def _cmd_proxies(args: argparse.Namespace) -> int:

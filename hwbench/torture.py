@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,6 +131,35 @@ class ExactOnly:
         return None
 
 
+# -- systems under test -----------------------------------------------------------------------
+
+#: Called with a returned frame's pixels (rgb24, height x width x 3; valid only during the call)
+#: before the system lets go of them: how ``hwbench compare`` checks which frame came back.
+Look = Callable[[Any], None]
+
+
+class System(Protocol):
+    """A frame source the schedule runs against (phast, or a peer decoder)."""
+
+    width: int
+    height: int
+
+    def __len__(self) -> int: ...
+
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        """Frame ``i`` (by ``deadline`` seconds when the system honours deadlines); returns
+        its quality ("exact", "proxy", "keyframe", "blank") and shows its pixels to ``look``."""
+        ...
+
+    def proxy_progress(self) -> list[int] | None: ...
+
+    def close(self) -> None: ...
+
+
+#: Opens a system: ``(path, cfg, pool)`` -- ``pool`` is a phast WorkerPool for cfg.system "phast".
+Opener = Callable[[str, "TortureConfig", Any], System]
+
+
 # -- the runner -------------------------------------------------------------------------------
 
 @dataclass
@@ -195,9 +225,12 @@ def _ms_stats(values: list[float]) -> dict[str, float | None]:
 
 
 def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
-                governor: Governor | None = None) -> dict[str, Any]:
+                governor: Governor | None = None, opener: Opener | None = None,
+                look: Callable[[Request], Look | None] | None = None) -> dict[str, Any]:
     """Run the fixed-rate schedule against ``path``; returns a JSON-ready report.
 
+    ``opener`` opens the system under test (default: by ``cfg.system``, "phast" or "pyav");
+    ``look(request)`` may return a :data:`Look` that sees that request's pixels.
     ``meter``: default ``phast.power.open_meter(cfg.meter)`` (opened and closed here).
     """
     if not cfg.rate > 0 or not cfg.duration > 0:
@@ -214,14 +247,15 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
         # Nothing of ours runs yet (no clip, no worker): what the host draws without us.
         baseline = measure_baseline(meter, cfg.baseline_s) if cfg.baseline_s > 0 else None
         return _run(path, cfg, meter, governor or ExactOnly(), cores, cores_source,
-                    0.0 if baseline is None else baseline.watts)
+                    0.0 if baseline is None else baseline.watts, opener, look)
     finally:
         if own_meter:
             meter.close()
 
 
 def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores: int,
-         cores_source: str, baseline_w: float) -> dict[str, Any]:
+         cores_source: str, baseline_w: float, opener: Opener | None,
+         look: Callable[[Request], Look | None] | None) -> dict[str, Any]:
     import phast
     from phast.governor import Governor as PowerGovernor
     from phast.governor import resolve_budget
@@ -250,7 +284,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         else None
     try:
         w0 = time.perf_counter()
-        clip = _open_system(path, cfg, pool)
+        clip = (opener or _open_system)(path, cfg, pool)
         if chaos is not None:
             clip.verifier = chaos.verifier
         open_s = time.perf_counter() - w0
@@ -268,7 +302,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                 start = time.monotonic()
                 req.issued = start - t0
                 try:
-                    req.quality = clip.fetch(req.index, req_deadline)
+                    req.quality = clip.fetch(req.index, req_deadline,
+                                             None if look is None else look(req))
                 except Exception as e:
                     req.error = f"{type(e).__name__}: {e}"
                 end = time.monotonic()
@@ -339,7 +374,9 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
             report["chaos"] = chaos.result  # completed by chaos.after_close() below
         return report
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # A call still running after the drain finishes before the system closes: closing an
+        # in-process decoder under a running call crashes FFmpeg.
+        executor.shutdown(wait=True, cancel_futures=True)
         if clip is not None:
             clip.close()
         if pool is not None:
@@ -364,10 +401,12 @@ class _PhastSystem:
 
     verifier: Any = None  #: set by a chaos run: samples EXACT frames
 
-    def fetch(self, i: int, deadline: float | None) -> str:
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
         with self.clip.frame(i, deadline=deadline) as f:
             if self.verifier is not None and f.quality.name == "EXACT":
                 self.verifier.offer(i, f.array)
+            if look is not None:
+                look(f.array)
             return str(f.quality)
 
     def proxy_progress(self) -> list[int] | None:
@@ -399,8 +438,10 @@ class _PyAVSystem:
     def __len__(self) -> int:
         return len(self.base)
 
-    def fetch(self, i: int, deadline: float | None) -> str:
-        self.base.frame(i)
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        pixels = self.base.frame(i)
+        if look is not None:
+            look(pixels)
         return "exact"
 
     def proxy_progress(self) -> None:
@@ -416,7 +457,7 @@ class _PyAVSystem:
         self.base.close()
 
 
-def _open_system(path: str, cfg: TortureConfig, pool: Any) -> Any:
+def _open_system(path: str, cfg: TortureConfig, pool: Any) -> System:
     if cfg.system == "phast":
         return _PhastSystem(path, cfg, pool)
     if cfg.system == "pyav":

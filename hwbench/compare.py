@@ -1,0 +1,407 @@
+"""``hwbench compare``: one request schedule, run against phast and the decoders users would
+otherwise call, one after another on the same clip, with every returned frame checked.
+
+What a run does (see :func:`run_compare`):
+
+* Each peer runs ``hwbench torture``'s scheduling loop (:func:`hwbench.torture.run_torture`)
+  with the same :class:`~hwbench.torture.TortureConfig` -- pattern, seed, rate, deadline,
+  duration -- and the same meter, so the request sequence and every figure's meaning are the
+  same. Peers: ``phast`` (deadline requests, as ``torture``), ``pyav`` (in-process seek to the
+  keyframe + decode forward, :class:`~hwbench.baseline.PyAVBaseline`), ``opencv``
+  (``VideoCapture``, ``CAP_PROP_POS_FRAMES`` seek + ``read`` on every request) and
+  ``torchcodec`` (``VideoDecoder(seek_mode="exact")``, ``get_frame_at``). A peer whose library
+  is not installed is skipped with the reason. Only phast honours deadlines; the peers always
+  decode the exact frame they believe is the requested one.
+* **Verification.** A frame counts as exact only if it *is* the requested frame. During the
+  run every verified request's pixels get a fingerprint: the luma means of a 32 x 18 grid of
+  blocks, computed from a strided subsample (~8 x 8 samples per block; about 0.5 ms for a
+  1080p frame, inside the measured latency, reported as ``verify_ms``). After all peers ran,
+  one sequential PyAV decode from the start (never seeking: the reference, as phast's
+  conformance tests use) fingerprints every requested frame and its ``WINDOW`` neighbours on
+  each side (its cost is reported as ``reference_s``; it is not charged to any peer). A
+  returned frame is the requested frame ``i`` when its fingerprint is closest to frame ``i``'s
+  among ``i - WINDOW .. i + WINDOW`` (ties count: identical pictures are the same picture) and
+  differs from it by at most ``TOLERANCE`` code values on average (room for another decoder's
+  YUV -> RGB rounding; on the demo clips neighbouring frames differ by ~2, frames 10 apart by
+  ~20). ``--verify-every N`` checks every N-th request only (the shares are then over that
+  sample).
+* Figures per peer: ``on_time`` (share of all scheduled requests answered within one period),
+  ``exact_share`` (share of verified requests answered with the requested frame at full
+  quality), ``exact_on_time`` (both), ``wrong_frames`` (answers that claimed to be exact but
+  showed another frame), latency percentiles of the fetch calls, and the meter's
+  ``budget_share`` (``torture``'s meter from :mod:`phast.power`: RAPL/NVML, else the CPU-time
+  model, an estimate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import torture
+from .torture import Look, Meter, Request, System, TortureConfig
+
+PEERS = ("phast", "pyav", "opencv", "torchcodec")
+GRID = (18, 32)  #: fingerprint blocks (rows, columns)
+WINDOW = 2  #: reference neighbours compared on each side of the requested frame
+TOLERANCE = 1.0  #: mean |luma difference| (code values) still counted as the same frame
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def fingerprint(pixels: Any) -> np.ndarray:
+    """Luma block means on a :data:`GRID` of an RGB (height x width x 3) picture, float32.
+
+    Any picture size maps to the same grid, so a downscaled proxy compares with a full frame.
+    """
+    a = np.asarray(pixels)
+    gh, gw = GRID
+    h, w = a.shape[:2]
+    if h < gh or w < gw or a.ndim != 3 or a.shape[2] < 3:
+        raise ValueError(f"cannot fingerprint a picture of shape {a.shape}")
+    step = max(1, min(h // (gh * 8), w // (gw * 8)))
+    sub = a[::step, ::step, :3]
+    bh, bw = sub.shape[0] // gh, sub.shape[1] // gw
+    luma = sub[:bh * gh, :bw * gw].astype(np.float32) @ _LUMA
+    return luma.reshape(gh, bh, gw, bw).mean(axis=(1, 3))
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two fingerprints, in code values."""
+    return float(np.abs(a - b).mean())
+
+
+def is_frame(got: np.ndarray, i: int, refs: dict[int, np.ndarray]) -> bool:
+    """Whether the fingerprint ``got`` shows frame ``i``, judged against the reference prints
+    of ``i`` and its neighbours (see the module docstring). False when the reference decode
+    never reached frame ``i``."""
+    if i not in refs:
+        return False
+    own = distance(got, refs[i])
+    if own > TOLERANCE:
+        return False
+    return all(own <= distance(got, ref) for j, ref in refs.items()
+               if j != i and abs(j - i) <= WINDOW)
+
+
+class Prints:
+    """Fingerprints of one peer's returned frames, by request number ``k``."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.by_request: dict[int, np.ndarray] = {}
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def look(self, req: Request) -> Look | None:
+        if req.k % self.every:
+            return None
+
+        def see(pixels: Any) -> None:
+            t0 = time.perf_counter()
+            fp = fingerprint(pixels)
+            with self._lock:
+                self.by_request[req.k] = fp
+                self.seconds += time.perf_counter() - t0
+
+        return see
+
+
+def reference_prints(path: str, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Fingerprints of the ``wanted`` frames from a sequential decode from the start (no
+    seeking), and how many frames were decoded (the decode stops after the last wanted)."""
+    import av
+
+    prints: dict[int, np.ndarray] = {}
+    last = max(wanted, default=-1)
+    n = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        for n, frame in enumerate(container.decode(stream), start=1):
+            if n - 1 in wanted:
+                prints[n - 1] = fingerprint(frame.to_ndarray(format="rgb24"))
+            if n - 1 >= last:
+                break
+    return prints, n
+
+
+# -- peers ------------------------------------------------------------------------------------
+
+class OpenCVSystem:
+    """OpenCV ``VideoCapture``: ``CAP_PROP_POS_FRAMES`` seek, then ``read``, every request.
+
+    OpenCV maps the frame number to a time with the container's frame rate, so on a
+    variable-frame-rate file it can return another frame: verification catches that.
+    """
+
+    def __init__(self, path: str, cfg: TortureConfig, pool: Any, frames: int) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.cap = cv2.VideoCapture(path)
+        if not self.cap.isOpened():
+            raise ValueError(f"OpenCV cannot open {path}")
+        if cfg.threads:
+            self.cap.set(cv2.CAP_PROP_N_THREADS, cfg.threads)
+        self.frames = frames
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        self.cap.set(self._cv2.CAP_PROP_POS_FRAMES, i)
+        ok, bgr = self.cap.read()
+        if not ok:
+            raise RuntimeError(f"OpenCV read no frame at {i}")
+        if look is not None:
+            look(bgr[:, :, ::-1])
+        return "exact"
+
+    def proxy_progress(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class TorchCodecSystem:
+    """torchcodec ``VideoDecoder(seek_mode="exact")`` and ``get_frame_at`` (CPU)."""
+
+    def __init__(self, path: str, cfg: TortureConfig, pool: Any, frames: int) -> None:
+        from torchcodec.decoders import VideoDecoder
+
+        self.dec = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=cfg.threads)
+        self.frames = frames
+        self.width = int(self.dec.metadata.width or 0)
+        self.height = int(self.dec.metadata.height or 0)
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+        data = self.dec.get_frame_at(i).data  # uint8 tensor, channels x height x width
+        if look is not None:
+            look(data.permute(1, 2, 0).numpy())
+        return "exact"
+
+    def proxy_progress(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.dec = None
+
+
+def _version(module: str) -> str:
+    mod = __import__(module)
+    return str(getattr(mod, "__version__", "?"))
+
+
+def peer_status(name: str) -> tuple[str | None, str]:
+    """(version, "") when ``name`` can run here, else (None, why not)."""
+    module = {"phast": "phast", "pyav": "av", "opencv": "cv2", "torchcodec": "torchcodec"}
+    if name not in module:
+        return None, f"unknown peer (known: {', '.join(PEERS)})"
+    try:
+        if name == "torchcodec":
+            from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads FFmpeg libraries)
+        return _version(module[name]), ""
+    except Exception as e:  # ImportError, or OSError/RuntimeError for missing FFmpeg libraries
+        hint = {"opencv": "pip install 'phast[bench]'",
+                "torchcodec": "pip install 'phast[bench-torch]' and apt-get install ffmpeg"}
+        return None, f"not installed ({type(e).__name__}: {e}); {hint.get(name, '')}".rstrip(
+            "; ")
+
+
+def demux_frame_count(path: str) -> int:
+    """Timestamped video packets of the first video stream (one per frame)."""
+    from .baseline import PyAVBaseline
+
+    with PyAVBaseline(path) as base:
+        return len(base)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+#: A system for the compare run that is not a built-in peer: ``(path, cfg, pool, frames)``.
+PeerOpener = Callable[[str, TortureConfig, Any, int], System]
+
+
+def _opener(name: str, frames: int, extra: dict[str, PeerOpener]) -> torture.Opener | None:
+    if name in extra:
+        factory = extra[name]
+    elif name == "opencv":
+        factory = OpenCVSystem
+    elif name == "torchcodec":
+        factory = TorchCodecSystem
+    else:
+        return None  # phast and pyav: torture's own systems
+
+    def open_(path: str, cfg: TortureConfig, pool: Any) -> System:
+        return factory(path, cfg, pool, frames)
+
+    return open_
+
+
+def run_compare(path: str, cfg: TortureConfig, peers: list[str], *,
+                meter_factory: Callable[[], Meter] | None = None, verify_every: int = 1,
+                extra_peers: dict[str, PeerOpener] | None = None) -> dict[str, Any]:
+    """Run ``cfg``'s schedule against each peer in turn; returns a JSON-ready report.
+
+    ``meter_factory`` makes each run's meter (default: torture's, ``phast.power`` auto).
+    ``extra_peers`` adds systems by name (e.g. a test's deliberately wrong decoder).
+    """
+    if verify_every < 1:
+        raise ValueError("--verify-every must be at least 1")
+    extra = extra_peers or {}
+    frames = demux_frame_count(path)
+    runs: dict[str, dict[str, Any]] = {}
+    prints: dict[str, Prints] = {}
+    skipped: dict[str, str] = {}
+    for name in peers:
+        version, why = ("test", "") if name in extra else peer_status(name)
+        if version is None:
+            skipped[name] = why
+            if cfg.progress:
+                print(f"compare: skipping {name}: {why}", file=sys.stderr, flush=True)
+            continue
+        if cfg.progress:
+            print(f"compare: {name} ({version})", file=sys.stderr, flush=True)
+        pcfg = dataclasses.replace(cfg, system=name)
+        prints[name] = Prints(verify_every)
+        meter = meter_factory() if meter_factory else None
+        try:
+            rep = torture.run_torture(path, pcfg, meter=meter,
+                                      opener=_opener(name, frames, extra),
+                                      look=prints[name].look)
+        except Exception as e:
+            skipped[name] = f"failed: {type(e).__name__}: {e}"
+            del prints[name]
+            continue
+        rep["peer_version"] = version
+        runs[name] = rep
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    wanted: set[int] = set()
+    for name, rep in runs.items():
+        for k in prints[name].by_request:
+            i = rep["request_log"][k][1]
+            wanted.update(range(max(0, i - WINDOW), i + WINDOW + 1))
+    refs, decoded = reference_prints(path, wanted)
+    reference = {"method": "sequential PyAV decode from the start, luma block fingerprints",
+                 "grid": list(GRID), "window": WINDOW, "tolerance": TOLERANCE,
+                 "frames_fingerprinted": len(refs), "frames_decoded": decoded,
+                 "reference_s": time.perf_counter() - t0,
+                 "reference_cpu_s": time.process_time() - c0, "verify_every": verify_every}
+
+    schedules = {name: [row[1] for row in rep["request_log"]] for name, rep in runs.items()}
+    first = next(iter(schedules.values()), None)
+    rows = {name: _peer_row(rep, prints[name], refs) for name, rep in runs.items()}
+    any_rep = next(iter(runs.values()), {})
+    return {
+        "tool": "hwbench compare",
+        "clip": {"path": str(Path(path).resolve()), "frames": frames,
+                 "width": any_rep.get("clip", {}).get("width"),
+                 "height": any_rep.get("clip", {}).get("height")},
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("extra", "system")},
+        "pattern": cfg.pattern, "rate_hz": cfg.rate, "duration_s": cfg.duration,
+        "period_ms": 1000 / cfg.rate,
+        "same_schedule": all(s == first for s in schedules.values()),
+        "peers": rows, "skipped": skipped, "verification": reference,
+        "meter": any_rep.get("meter"), "meter_label": any_rep.get("meter_label"),
+        "tdp_w": any_rep.get("tdp_w"), "tdp_source": any_rep.get("tdp_source"),
+        "budget": any_rep.get("budget"), "baseline_w": any_rep.get("baseline_w"),
+        "host": any_rep.get("host"),
+        # per-peer torture reports without their request logs, for the report's plots
+        "runs": {name: {k: v for k, v in rep.items() if k != "request_log"}
+                 for name, rep in runs.items()},
+        "latencies_ms": {name: [1000 * row[5] for row in rep["request_log"]
+                                if row[5] is not None] for name, rep in runs.items()},
+    }
+
+
+def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) -> dict[str, Any]:
+    period = rep["period_ms"] / 1000
+    sampled = [row for row in rep["request_log"] if row[0] % prints.every == 0]
+    exact = exact_on_time = wrong = checked = 0
+    for k, i, scheduled, _issued, done, _lat, quality, _skipped in sampled:
+        got = prints.by_request.get(k)
+        if got is None:
+            continue  # skipped, failed, or the deadline passed before any picture came back
+        checked += 1
+        right = is_frame(got, i, refs)
+        if quality == "exact":
+            if right:
+                exact += 1
+                exact_on_time += done is not None and done - scheduled <= period
+            else:
+                wrong += 1
+    n = max(len(sampled), 1)
+    return {
+        "version": rep.get("peer_version"),
+        "requests": rep["requests"], "completed": rep["completed"], "skipped": rep["skipped"],
+        "failed": rep["failed"], "on_time": rep["on_time"],
+        "verified_requests": len(sampled), "pictures_checked": checked,
+        "exact_share": exact / n, "exact_on_time": exact_on_time / n,
+        "wrong_frames": wrong, "quality_mix": rep["quality_mix"],
+        "latency_ms": rep["latency_ms"], "response_ms": rep["response_ms"],
+        "verify_ms": 1000 * prints.seconds / max(len(prints.by_request), 1),
+        "cpu_share": rep["tree_cpu_share"], "power_w": rep["power_w"],
+        "marginal_w": rep["marginal_w"], "phast_budget_share": rep.get("phast_budget_share"),
+        "budget_share": rep["budget_share"], "other_load_cores": rep["other_load_cores"],
+        "open_s": rep["open_s"], "warmup_s": rep["warmup_s"], "errors": rep["errors"],
+    }
+
+
+def format_table(rep: dict[str, Any]) -> str:
+    """The printed comparison: one row per peer."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    c, ver = rep["clip"], rep["verification"]
+    lines = [
+        f"compare: {Path(c['path']).name} ({c['width']}x{c['height']}, {c['frames']} frames), "
+        f"pattern {rep['pattern']}, {rep['rate_hz']:g} Hz for {rep['duration_s']:g} s "
+        f"(period {rep['period_ms']:.1f} ms), seed {rep['config']['seed']}"
+        + ("" if rep["same_schedule"] else "  WARNING: peers saw different schedules"),
+        f"{'peer':<12}{'on time':>9}{'exact':>9}{'exact+ot':>10}{'wrong':>7}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'cpu':>8}{'budget':>8}{'other':>7}",
+    ]
+    for name, r in rep["peers"].items():
+        lat = r["latency_ms"]
+        lines.append(
+            f"{name:<12}{pct(r['on_time']):>9}{pct(r['exact_share']):>9}"
+            f"{pct(r['exact_on_time']):>10}{r['wrong_frames']:>7}{ms(lat['p50']):>8}"
+            f"{ms(lat['p95']):>8}{ms(lat['p99']):>8}{pct(r['cpu_share']):>8}"
+            f"{pct(r['budget_share']):>8}{torture._cores(r['other_load_cores']):>7}")
+    for name, why in rep["skipped"].items():
+        lines.append(f"{name:<12}skipped: {why}")
+    if not rep["peers"]:
+        return "\n".join(lines)
+    lines += [
+        "exact: the requested frame at full quality, checked against a sequential reference "
+        f"decode ({ver['frames_fingerprinted']} frames fingerprinted in "
+        f"{ver['reference_s']:.1f} s, after the runs); exact+ot: exact and on time; wrong: "
+        "claimed exact, showed another frame; other: other processes' load, cores",
+        f"budget: marginal power over an idle baseline of {rep['baseline_w']:.2f} W, as a share "
+        f"of TDP {rep['tdp_w']:g} W [{rep['tdp_source']}], {rep['meter_label']}; phast ran "
+        f"under its governor with budget {torture._budget(rep)}",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(rep: dict[str, Any], path: str) -> None:
+    Path(path).write_text(json.dumps(rep, indent=2, default=str))
