@@ -317,7 +317,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         t0 = time.monotonic() + 0.05
         time.sleep(max(0.0, t0 - time.monotonic()))
         start_mark = take_mark(meter)
-        spent0 = clip.spent_j()
+        spent0 = _spent_j(clip)
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
         if chaos is not None:
@@ -347,7 +347,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                     break
             time.sleep(0.005)
         end_mark = take_mark(meter)
-        spent1 = clip.spent_j()
+        spent1 = _spent_j(clip)
         sampler.stop()
         sampler.join()
         if chaos is not None:
@@ -359,7 +359,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         if spent0 is not None and spent1 is not None:
             # what phast's governor charged the clip over the run, as a share of TDP
             report["phast_budget_share"] = (spent1 - spent0) / report["wall_s"] / tdp_w
-            report["phast_power"] = clip.power()
+            report["phast_power"] = clip.clip.power
         if req_deadline is not None:
             # How late past its own deadline each answered request returned (negative: early).
             over = [r.latency - req_deadline for r in requests if r.latency is not None]
@@ -413,13 +413,6 @@ class _PhastSystem:
         p = self.clip.proxy_progress
         return None if p is None else list(p)
 
-    def power(self) -> dict[str, Any] | None:
-        return self.clip.power
-
-    def spent_j(self) -> float | None:
-        p = self.clip.power
-        return None if p is None else float(p["spent_j"])
-
     def close(self) -> None:
         self.clip.close()
 
@@ -447,14 +440,16 @@ class _PyAVSystem:
     def proxy_progress(self) -> None:
         return None
 
-    def power(self) -> None:
-        return None
-
-    def spent_j(self) -> None:
-        return None
-
     def close(self) -> None:
         self.base.close()
+
+
+def _spent_j(system: Any) -> float | None:
+    """Joules phast's governor has charged the clip so far (None: not phast, or ungoverned)."""
+    if not isinstance(system, _PhastSystem):
+        return None
+    power = system.clip.power
+    return None if power is None else float(power["spent_j"])
 
 
 def _open_system(path: str, cfg: TortureConfig, pool: Any) -> System:

@@ -143,7 +143,7 @@ def test_report_from_a_torture_run(clip: Path, tmp_path: Path) -> None:
         _assert_png(out / name)
     md = (out / "report.md").read_text()
     rep = json.loads(run.read_text())
-    assert f"| budget share | {100 * rep['budget_share']:.1f}% |" in md
+    assert f"| budget share (marginal power / TDP) | {100 * rep['budget_share']:.1f}% |" in md
     assert "cpu-time-model" in md and "PROXY or better" in md
     assert "![power](power.png)" in md
 
