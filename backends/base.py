@@ -152,6 +152,11 @@ class Backend(abc.ABC):
     #: of the format's samples. A format absent here is converted bit-exactly. Native planes are
     #: always exact: they are the decoder's output, not a conversion.
     conversion_tolerance: ClassVar[Mapping[str, int]] = MappingProxyType({})
+    #: Device nodes (glob patterns under /dev, e.g. ``("/dev/nvidia*", "/dev/dri/renderD*")``)
+    #: the backend opens read-write; the worker's Landlock ruleset grants exactly these. A worker
+    #: grants them only for backends named in ``WorkerConfig(backends=...)`` (imported before it
+    #: confines itself); a CPU backend needs none.
+    device_paths: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def probe(cls) -> ProbeResult:
@@ -180,8 +185,11 @@ class Backend(abc.ABC):
                  progress: Callable[[], None]) -> None:
         """Open video stream number ``stream`` (0 = first video stream) of ``path``.
 
-        ``path`` is an absolute path to an existing, non-empty regular file; read it, never write
-        anything (the sandbox forbids file growth). ``options`` is plain JSON data from
+        ``path`` is an absolute path to an existing, non-empty regular file. Read it through
+        :func:`open_source` (``fd = open_source(path)``, here in ``__init__``; keep the descriptor
+        and close it in :meth:`close`): in a worker the sandbox lets no path outside the library
+        directories be opened, and the editor passes the source as a descriptor. Never write
+        anything (the sandbox forbids it). ``options`` is plain JSON data from
         ``phast.open(..., backend_options=...)``: validate it, and raise
         :class:`~phast.errors.InvalidArgument` for bad values. Call ``progress()`` often during
         long work (every packet is fine; it is cheap): it is the worker's heartbeat, and a worker
@@ -264,6 +272,25 @@ class Backend(abc.ABC):
 
 
 # -- helpers for backend authors ----------------------------------------------------------------
+
+
+def open_source(path: str) -> int:
+    """A new read-only descriptor of the source ``path``; the caller owns (and closes) it.
+
+    In a worker, call it from ``Backend.__init__``: it duplicates the descriptor the editor opened
+    and passed with the ``open`` request (the worker's Landlock ruleset denies opening media by
+    path). Elsewhere (a backend's own tests, :mod:`phast.testing`) it opens ``path``. The
+    duplicate shares its file offset with nothing else the worker holds; read with ``pread`` or
+    seek before reading.
+    """
+    import os
+
+    from phast import sandbox
+
+    fd = sandbox.source_fd(path)
+    if fd is not None:
+        return os.dup(fd)
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def write_planes(planes: Sequence[np.ndarray], out: memoryview) -> tuple[PlaneLayout, ...]:

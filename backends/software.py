@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any
@@ -50,7 +51,15 @@ from phast.index import (
 )
 from phast.types import PACKED_LAYOUT
 
-from .base import Backend, DecodedFrame, ProbeResult, SlotTooSmall, ceil_bytes, write_planes
+from .base import (
+    Backend,
+    DecodedFrame,
+    ProbeResult,
+    SlotTooSmall,
+    ceil_bytes,
+    open_source,
+    write_planes,
+)
 
 try:
     import av
@@ -165,10 +174,20 @@ class SoftwareBackend(Backend):
         self._skip_nonref = bool(options.get("skip_nonref", True))
         self._keep_bytes = int(options.get("keep_bytes", DEFAULT_KEEP_BYTES))
         self._container: Any = None
+        try:
+            self._fd = open_source(path)
+        except FileNotFoundError as e:
+            raise SourceNotFound(f"no such file: {path}") from e
+        except OSError as e:
+            raise MediaError(f"{path}: cannot be read ({e})") from e
         self._damaged = False
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
-        self._open_container()
+        try:
+            self._open_container()
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._kept: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._kept_bytes = 0
         self._frame_bytes = 0
@@ -181,10 +200,11 @@ class SoftwareBackend(Backend):
     def _open_container(self) -> None:
         if self._container is not None:
             self._container.close()
+        # FFmpeg's fd: protocol reads the granted descriptor (it dups it, sharing the offset:
+        # one container at a time, each from byte 0).
+        os.lseek(self._fd, 0, os.SEEK_SET)
         try:
             self._container = self._open_av()
-        except FileNotFoundError as e:
-            raise SourceNotFound(f"no such file: {self._path}") from e
         except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
             raise MediaError(f"{self._path}: not a readable media file ({e})") from e
         videos = self._container.streams.video
@@ -216,9 +236,10 @@ class SoftwareBackend(Backend):
                     other.discard = type(other.discard).all
         self._reset_run()  # a new container: no decode run is in progress
 
-    def _open_av(self) -> Any:
-        """Open the container; subclasses add decoder options here (hardware acceleration)."""
-        return av.open(self._path, metadata_errors="ignore")
+    def _open_av(self, **kwargs: Any) -> Any:
+        """Open the container from the granted descriptor; subclasses add options here
+        (hardware acceleration)."""
+        return av.open("fd:", options={"fd": str(self._fd)}, metadata_errors="ignore", **kwargs)
 
     def _decode_packet(self, pkt: Any) -> list[Any]:
         """Feed one tagged packet (None: flush at the end) and return the frames that came out.
@@ -653,6 +674,9 @@ class SoftwareBackend(Backend):
         if self._container is not None:
             self._container.close()
             self._container = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _mark_damaged(pkt_flags: np.ndarray, frame_packet: np.ndarray, starts: np.ndarray,

@@ -93,7 +93,7 @@ class VaapiBackend(SoftwareBackend):
 
         hw = HWAccel(device_type="vaapi", device=self._device_path or None,
                      allow_software_fallback=False)
-        return av.open(self._path, metadata_errors="ignore", hwaccel=hw)
+        return super()._open_av(hwaccel=hw)
 
     def _check_first_packet(self) -> None:
         """Decode the first packet now: a driver without this profile fails here, not later."""

@@ -342,6 +342,26 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``phast doctor``: each sandbox layer in a real worker, and whether this host supports it."""
+    from . import doctor
+
+    result = doctor.run()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for row in result["layers"]:
+            mark = "ok  " if row["ok"] else "FAIL"
+            print(f"{mark} {row['layer']:<13} {row['worker']}")
+            if not row["host"].startswith("supported"):
+                print(f"     {'':<13} host: {row['host']}")
+        for check, outcome in result["checks"].items():
+            print(f"     try {check}: {outcome}")
+        if not result["ok"]:
+            print("a layer this host supports is not active in the worker", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
 # -- argument parsing ------------------------------------------------------------------------
 
 
@@ -531,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of the reading (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_power)
+
+    p = sub.add_parser("doctor", help="check the worker sandbox on this host",
+                       description="Start a worker and report each sandbox layer: active, or "
+                                   "why not. Exit status 1 if a layer the host supports failed.")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("proxy", help="proxy pictures: build them now",
                        description="Proxy pictures for the fallback tiers.")

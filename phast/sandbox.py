@@ -1,24 +1,42 @@
 """Confinement a worker applies to itself before it parses a single media byte.
 
-Each layer is probed and reported (``{"layer": "active" | "unavailable: why"}``); a layer that
-cannot be applied is reported, never silently skipped. The report travels in the worker's READY
-record and is visible as ``Clip.sandbox`` and in ``phast doctor``.
+Each layer is probed and reported (``{"layer": "active: ..." | "unavailable: why"}``); a layer
+that cannot be applied is reported, never silently skipped. The report travels in the worker's
+READY record and is visible as ``Clip.sandbox`` and in ``phast doctor``.
 
-Layers applied here: ``PR_SET_NO_NEW_PRIVS``; rlimits (address space, open files, no core files,
-no file writes); a cleaned environment and stdio on /dev/null (set by the supervisor at spawn).
+Layers, in the order the worker applies them at start-up (before READY, so before any request):
+
+* ``no_new_privs`` (``PR_SET_NO_NEW_PRIVS``): no set-uid gain, and seccomp without privileges;
+* ``rlimits``: address space, open files, no core files, no file growth;
+* ``environment``: cleaned environment and stdio on /dev/null (set by the supervisor at spawn);
+* ``landlock`` (:mod:`phast.landlock`): read-only access to library paths, nothing writable or
+  executable, no TCP, no abstract Unix sockets, no signals out of the worker;
+* ``seccomp`` (:mod:`phast.seccomp`): no new processes, programs or sockets, no debugging or
+  signalling of other processes, no kernel-administration calls.
+
+Media never needs a path grant: the editor opens each source read-only and passes the descriptor
+with the ``open`` request; backends get it through :func:`phast.backends.base.open_source`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import os
 import resource
 import signal
+import socket
+from collections.abc import Iterable
 from typing import Any
+
+from phast import landlock
+from phast import seccomp as _seccomp
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
+
+#: The layers every report has, in the order they are applied.
+LAYERS = ("no_new_privs", "rlimits", "environment", "landlock", "seccomp")
 
 #: Default worker limits; ``PHAST_WORKER_MEMORY`` (bytes) overrides the address-space cap.
 DEFAULT_LIMITS: dict[str, int] = {
@@ -26,24 +44,18 @@ DEFAULT_LIMITS: dict[str, int] = {
     "open_files": 256,
 }
 
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc: no ldconfig subprocess
+
 
 def _prctl_no_new_privs() -> str:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return f"unavailable: prctl failed (errno {ctypes.get_errno()})"
-        return "active"
-    except OSError as e:
-        return f"unavailable: {e}"
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"unavailable: prctl failed (errno {ctypes.get_errno()})"
+    return "active"
 
 
 def die_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this worker when the editor dies, even mid-decode (a hang)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass  # the closed control socket still ends an idle worker
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the editor died before the prctl took effect
         os._exit(0)
 
@@ -55,10 +67,7 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
 
 
-def confine(limits: dict[str, Any] | None = None) -> dict[str, str]:
-    """Apply every available layer to the calling (worker) process; return the report."""
-    lim = {**DEFAULT_LIMITS, **(limits or {})}
-    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs()}
+def _rlimits(lim: dict[str, Any]) -> str:
     rl = []
     try:
         _limit(resource.RLIMIT_CORE, 0)
@@ -71,11 +80,132 @@ def confine(limits: dict[str, Any] | None = None) -> dict[str, str]:
         rl.append(f"nofile={lim['open_files']}")
         _limit(resource.RLIMIT_AS, int(lim["address_space"]))
         rl.append(f"as={int(lim['address_space']) >> 20}MiB")
-        report["rlimits"] = "active: " + ", ".join(rl)
+        return "active: " + ", ".join(rl)
     except (OSError, ValueError) as e:
-        report["rlimits"] = f"partial: {', '.join(rl) or 'none'} ({e})"
+        return f"partial: {', '.join(rl) or 'none'} ({e})"
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def host_support() -> dict[str, str]:
+    """What this host offers, probed without confining anything (safe in the editor).
+
+    ``"supported: ..."`` or ``"unsupported: why"`` per layer that depends on the host.
+    """
+    abi = landlock.abi_version()
+    out = {"landlock": f"supported: ABI {abi}" if abi > 0 else
+           "unsupported: the kernel has no Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)"}
+    try:
+        _seccomp.load_library()
+        with open("/proc/self/status") as f:
+            has = any(line.startswith("Seccomp:") for line in f)
+        out["seccomp"] = "supported: libseccomp via pyseccomp" if has else (
+            "unsupported: the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)")
+    except (ImportError, OSError) as e:
+        out["seccomp"] = f"unsupported: libseccomp cannot be loaded ({e}); install " \
+                         "pyseccomp and the system's libseccomp2"
+    return out
+
+
+def confine(limits: dict[str, Any] | None = None,
+            device_paths: Iterable[str] = ()) -> dict[str, str]:
+    """Apply every available layer to the calling (worker) process; return the report.
+
+    ``device_paths`` are glob patterns of device nodes the worker's backends need read-write
+    (``Backend.device_paths``). Call it while the process has one thread (see
+    :func:`phast.landlock.restrict`).
+    """
+    lim = {**DEFAULT_LIMITS, **(limits or {})}
+    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs(), "rlimits": _rlimits(lim)}
     report["environment"] = "active: cleaned" if os.environ.get("PHAST_WORKER") == "1" else (
         "unavailable: not started by the supervisor")
-    report["seccomp"] = "unavailable: no syscall filter is installed by this version"
-    report["landlock"] = "unavailable: no filesystem ruleset is installed by this version"
-    return report
+    # libseccomp is loaded before Landlock: loading it may run a helper program (ctypes'
+    # find_library), which neither layer allows afterwards.
+    try:
+        sc: Any = _seccomp.load_library()
+    except (ImportError, OSError) as e:
+        sc, report["seccomp"] = None, f"unavailable: libseccomp cannot be loaded ({e})"
+    threads = _threads()
+    try:
+        outcome = landlock.restrict(landlock.library_paths(), device_paths)
+        report["landlock"] = outcome.describe() + (
+            f" ({threads - 1} earlier threads not covered)" if threads > 1 else "")
+    except OSError as e:
+        why = "the kernel has no Landlock" if landlock.abi_version() <= 0 else "failed to apply"
+        report["landlock"] = f"unavailable: {why} ({e.strerror or e})"
+    if sc is not None:
+        try:
+            report["seccomp"] = _seccomp.apply()
+        except (OSError, RuntimeError, ValueError) as e:
+            report["seccomp"] = f"unavailable: failed to apply ({e})"
+    return {k: report[k] for k in LAYERS}
+
+
+def _attempt(action: Any) -> str:
+    try:
+        what = action()
+    except OSError as e:
+        return f"denied: {errno.errorcode.get(e.errno or 0, e.errno)}"
+    return f"ALLOWED: {what}"
+
+
+def _try_fork() -> str:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "forked"
+
+
+def _try_create() -> str:
+    path = f"/tmp/.phast-doctor-{os.getpid()}"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(path)
+    return f"created {path}"
+
+
+def _try_socket() -> str:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    return "created a socket"
+
+
+def selftest() -> dict[str, str]:
+    """Run inside a confined worker: attempt what the sandbox forbids, say what happened.
+
+    Each attempt is harmless if it succeeds (the child exits at once, the file is removed).
+    """
+    return {
+        "socket (seccomp)": _attempt(_try_socket),
+        "fork (seccomp)": _attempt(_try_fork),
+        "read /etc/passwd (landlock)": _attempt(lambda: len(open("/etc/passwd", "rb").read())),
+        "create a file in /tmp (landlock)": _attempt(_try_create),
+    }
+
+
+# -- media descriptors granted by the editor -------------------------------------------------
+#: path -> descriptor the editor opened for it (the latest open request of that path).
+_sources: dict[str, int] = {}
+
+
+def grant_source(path: str, fd: int) -> None:
+    """Record the descriptor the editor sent for ``path`` (the worker owns it from now on)."""
+    old = _sources.get(path)
+    _sources[path] = fd
+    if old is not None and old != fd:
+        os.close(old)
+
+
+def source_fd(path: str) -> int | None:
+    """The descriptor granted for ``path``, if any (not a copy: do not close it)."""
+    return _sources.get(path)
+
+
+def revoke_sources() -> None:
+    """Close every granted descriptor (the worker has no open session left)."""
+    while _sources:
+        os.close(_sources.popitem()[1])

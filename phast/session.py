@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +23,9 @@ import numpy as np
 from .errors import (
     DecodeError,
     FrameQuarantined,
+    MediaError,
     ProtocolViolation,
+    SourceNotFound,
 )
 from .frame import Frame
 from .index import FrameIndex
@@ -97,9 +100,23 @@ class Session:
 
     # -- run inside the worker's I/O thread ------------------------------------------------------
     def attach(self, proc: Process) -> None:
-        reply, _ = proc.call({"op": "open", "session": self.id, "path": self.path,
-                              "stream": self.stream, "backend": self.spec,
-                              "options": self.options})
+        # The worker's sandbox opens no media path: the source goes over as a read-only
+        # descriptor, a fresh one per open (its file offset is the backend's alone).
+        # O_NONBLOCK: a path swapped for a FIFO since phast.open checked it must not block here.
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError as e:
+            raise SourceNotFound(f"no such file: {self.path}") from e
+        except OSError as e:
+            raise MediaError(f"{self.path}: cannot be read ({e})") from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise MediaError(f"{self.path}: not a regular file")
+            reply, _ = proc.call({"op": "open", "session": self.id, "path": self.path,
+                                  "stream": self.stream, "backend": self.spec,
+                                  "options": self.options}, fds=[fd])
+        finally:
+            os.close(fd)
         raise_for_error(reply, proc)
         if reply.get("device") == "cuda":  # frames stay in the worker's GPU memory
             from .devframe import DeviceSlots

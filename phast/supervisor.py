@@ -65,6 +65,9 @@ class WorkerConfig:
     hang_timeout: float = 10.0  #: seconds of silence (no record, no heartbeat) before a kill
     idle_timeout: float = 5.0  #: seconds a worker with no open clip lingers before exiting
     memory_limit: int | None = None  #: address-space cap in bytes (default: sandbox default)
+    #: Backend specs ("module:Class") a worker imports before confining itself, granting their
+    #: ``device_paths`` (GPU backends); CPU backends need not be named.
+    backends: tuple[str, ...] = ()
     debug_stderr: bool = field(default_factory=lambda: bool(os.environ.get("PHAST_WORKER_DEBUG")))
 
 
@@ -83,6 +86,8 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
     )
     if config.memory_limit:
         env["PHAST_WORKER_MEMORY"] = str(int(config.memory_limit))
+    if config.backends:
+        env["PHAST_WORKER_BACKENDS"] = ",".join(config.backends)
     return env
 
 

@@ -9,6 +9,7 @@ editor checks every record.
 Requests (editor -> worker) and replies (worker -> editor)::
 
     open   {session, path, stream, backend, options}      -> {ok, source}
+           + the source's read-only fd (the sandbox lets no media path be opened)
     index  {session, method?}                             -> {ok, source, index} + arrays
     adopt  {session, index} + arrays                      -> {ok}
     frame  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
@@ -57,8 +58,9 @@ def device_record(rec: Any) -> dict[str, Any]:
 
 
 class Worker:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, devices: tuple[str, ...] = ()) -> None:
         self.sock = sock
+        self.devices = devices  #: device-node patterns the sandbox grants (Backend.device_paths)
         self.sessions: dict[int, Any] = {}
         self.slots: dict[tuple[int, int], mmap.mmap] = {}
         self._last_beat = 0.0
@@ -81,9 +83,21 @@ class Worker:
 
         # A plugin that cannot be imported, is not a Backend, or whose probe says no (or raises)
         # is a typed BackendUnavailable naming its module, not a crash to retry.
-        cls = load(str(msg["backend"]), probe=True)
-        backend = cls(msg["path"], stream=int(msg["stream"]), options=msg.get("options") or {},
-                      progress=self.beat)
+        path = str(msg["path"])
+        try:
+            cls = load(str(msg["backend"]), probe=True)
+            self._check_devices(cls)
+            # The backend dups the granted descriptor in __init__ (open_source); the worker's
+            # own copy is closed right after, so none outlives the request.
+            if fds:
+                sandbox.grant_source(path, fds[0])
+                fds = []
+            backend = cls(path, stream=int(msg["stream"]), options=msg.get("options") or {},
+                          progress=self.beat)
+        finally:
+            sandbox.revoke_sources()
+            for fd in fds:
+                os.close(fd)
         source = backend.describe()
         refusal = cls.capabilities(source)  # codec, profile, depth, size: CannotHandle for auto
         if refusal:
@@ -91,6 +105,17 @@ class Worker:
             raise CannotHandle(f"{cls.name or msg['backend']}: {refusal}")
         self.sessions[msg["session"]] = backend
         self.reply({"ok": True, "source": source, "device": getattr(cls, "device", "cpu")})
+
+    def _check_devices(self, cls: Any) -> None:
+        """A backend that needs device nodes the sandbox did not grant cannot run here."""
+        missing = [p for p in getattr(cls, "device_paths", ()) if p not in self.devices]
+        if missing:
+            from phast.errors import BackendUnavailable
+
+            raise BackendUnavailable(
+                f"backend {cls.__module__}:{cls.__qualname__} needs device nodes {missing} that "
+                "this worker's sandbox does not grant; start the pool with "
+                "WorkerConfig(backends=(spec, ...)) naming it")
 
     def op_index(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions[msg["session"]]
@@ -223,6 +248,10 @@ class Worker:
                 return
             nxt += 1
 
+    def op_selftest(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Try what the sandbox forbids (``phast doctor``); report each outcome, never raise."""
+        self.reply({"ok": True, "checks": sandbox.selftest()})
+
     def op_close(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions.pop(msg["session"], None)
         for key in [k for k in self.slots if k[0] == msg["session"]]:
@@ -282,11 +311,36 @@ def main(argv: list[str]) -> int:
     limits = {}
     if os.environ.get("PHAST_WORKER_MEMORY"):
         limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
-    report = sandbox.confine(limits)
+    devices, preload_error = _preload(os.environ.get("PHAST_WORKER_BACKENDS", ""))
+    report = sandbox.confine(limits, devices)
+    if preload_error:
+        report["preload"] = preload_error
     protocol.send(sock, {"ready": True, "pid": os.getpid(), "sandbox": report,
                          "protocol": protocol.VERSION})
-    Worker(sock).serve()
+    Worker(sock, devices).serve()
     return 0
+
+
+def _preload(specs: str) -> tuple[tuple[str, ...], str]:
+    """Import the backends named (``spec,spec``) before confinement; their device patterns.
+
+    Needed only by backends with ``device_paths`` (GPU decoders): the sandbox must know the
+    device nodes before it closes. A backend that fails to load is reported, and its open
+    later fails with the usual typed error.
+    """
+    from phast.errors import PhastError
+    from phast.registry import load
+
+    devices: list[str] = []
+    errors = []
+    for spec in filter(None, specs.split(",")):
+        try:
+            cls = load(spec)
+        except PhastError as e:
+            errors.append(str(e))
+            continue
+        devices += [p for p in cls.device_paths if p not in devices]
+    return tuple(devices), "; ".join(errors)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from phast.backends.base import (
     SlotTooSmall,
     check_format,
     intra_index,
+    open_source,
     packed_size,
 )
 from phast.errors import (
@@ -74,7 +75,7 @@ class Y4MBackend(Backend):
             raise InvalidArgument(f"matrix must be one of {sorted(convert.MATRICES)}, got "
                                   f"{self._matrix!r}")
         self._progress = progress
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = open_source(path)  # the descriptor the editor granted (sandbox)
         try:
             self._header: Header = parse_header(os.pread(self._fd, MAX_HEADER, 0))
             if stream != 0:

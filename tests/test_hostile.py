@@ -1,0 +1,223 @@
+"""A hostile backend attacks its sandbox from inside real workers: every attempt is refused by
+the kernel or contained by the supervisor, the editor is untouched, and the next request, on a
+fresh worker, is exact (pixels against the independent reference decode).
+
+A denial is asserted only where the host supports the layer that refuses it
+(:func:`phast.sandbox.host_support`); where the host supports it but the worker reports it
+inactive, the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import phast
+from phast import registry, sandbox
+from phast.cli import main as cli_main
+from phast.doctor import verdicts
+from tests.reference import reference_frames
+
+CLIP = "h264_bpyramid_longgop"
+HOST = sandbox.host_support()
+
+#: (attack, the layer that must refuse it, the errno the worker sees)
+DENIALS = [
+    ("socket_inet", "seccomp", "EPERM"),
+    ("socket_unix", "seccomp", "EPERM"),
+    ("exec", "seccomp", "EPERM"),
+    ("fork", "seccomp", "EPERM"),
+    ("fork_bomb", "seccomp", "EPERM"),
+    ("ptrace", "seccomp", "EPERM"),
+    ("signal_parent", "seccomp", "EPERM"),
+    ("write", "landlock", "EACCES"),
+    ("read_secret", "landlock", "EACCES"),
+    ("read_passwd", "landlock", "EACCES"),
+]
+#: (misbehaviour no layer refuses, what the supervisor's failure record may say)
+CONTAINED = [
+    # MemoryError at the address-space cap (exit 70), or the watchdog when zeroing 2 GiB on a
+    # loaded machine outlasts it
+    ("memory", ("exit code 70", "sent no")),
+    ("spin", ("sent no",)),
+    ("garbage_bytes", ("malformed record",)),
+    ("huge_header", ("message too large",)),
+    ("not_an_object", ("must be a JSON object",)),
+    ("send_fd", ("sent file descriptors",)),
+    ("wrong_index", ("",)),
+    ("oversized", ("",)),
+    ("out_of_slot", ("",)),
+]
+
+
+@pytest.fixture
+def hostile() -> Iterator[str]:
+    registry.register("hostile", "tests.hostile_backend:HostileBackend")
+    yield "hostile"
+    registry.unregister("hostile")
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    p = tmp_path / "secret.txt"
+    p.write_text("the editor's secret")
+    return p
+
+
+def require_layer(report: dict[str, str], layer: str) -> None:
+    """Skip where the host lacks ``layer``; fail where it has it and the worker does not."""
+    if not HOST[layer].startswith("supported"):
+        pytest.skip(f"{layer} {HOST[layer]}")
+    assert report[layer].startswith("active"), f"{layer} expected, worker says {report[layer]}"
+
+
+def _target(attack: str, tmp_path: Path, secret: Path) -> str:
+    return str(secret if attack == "read_secret" else tmp_path / "written-by-worker.txt")
+
+
+def _workers_only() -> None:
+    """The only children of the editor are workers: nothing an attack forked or exec'd."""
+    for child in psutil.Process().children(recursive=True):
+        assert "phast.worker" in " ".join(child.cmdline()), child
+
+
+@pytest.mark.parametrize(("attack", "layer", "code"), DENIALS)
+def test_attack_while_decoding_is_denied(attack, layer, code, make, cache_dir, pool, hostile,
+                                         tmp_path, secret) -> None:
+    ref = reference_frames(make(CLIP))
+    target = _target(attack, tmp_path, secret)
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=hostile,
+                    backend_options={"attack": attack, "at": 30, "target": target}) as clip:
+        assert np.array_equal(clip.frame(29).array, ref[29])
+        require_layer(clip.sandbox, layer)  # before a fork bomb, not after
+        first = clip.worker_pid
+        f = clip.frame(30)  # the attack, a killed worker, the retry on a fresh one
+        assert f.index == 30 and np.array_equal(f.array, ref[30])
+        assert clip.worker_pid != first
+        failure = pool.workers[0].last_failure or ""
+        assert f"HostileOutcome: {attack} denied: {code}" in failure
+        assert np.array_equal(clip.frame(31).array, ref[31])
+        _workers_only()
+    assert not (tmp_path / "written-by-worker.txt").exists()
+    assert secret.read_text() == "the editor's secret"
+
+
+@pytest.mark.parametrize(("attack", "layer", "code"),
+                         [d for d in DENIALS if d[0] in ("socket_inet", "exec", "read_secret",
+                                                          "write")])
+def test_attack_while_opening_is_denied(attack, layer, code, make, cache_dir, pool, hostile,
+                                        tmp_path, secret) -> None:
+    if not HOST[layer].startswith("supported"):
+        pytest.skip(f"{layer} {HOST[layer]}")
+    target = _target(attack, tmp_path, secret)
+    # Twice (the open is retried once on a fresh worker), then a typed error naming the outcome.
+    with pytest.raises(phast.MediaError, match=f"died twice while opening it .*HostileOutcome: "
+                                               f"{attack} denied: {code}"):
+        phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=hostile,
+                   backend_options={"attack": attack, "at": -1, "target": target})
+    ref = reference_frames(make(CLIP))
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool) as clip:
+        assert np.array_equal(clip.frame(17).array, ref[17])
+        require_layer(clip.sandbox, layer)
+    assert not (tmp_path / "written-by-worker.txt").exists()
+
+
+@pytest.mark.parametrize(("mode", "seen"), CONTAINED)
+def test_misbehaviour_is_contained(mode, seen, make, cache_dir, pool, hostile) -> None:
+    ref = reference_frames(make(CLIP))
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=hostile,
+                    backend_options={"attack": mode, "at": 40}) as clip:
+        assert np.array_equal(clip.frame(39).array, ref[39])
+        first = clip.worker_pid
+        f = clip.frame(40)
+        assert f.index == 40 and np.array_equal(f.array, ref[40])
+        assert clip.worker_pid != first
+        assert pool.workers[0].restarts == 1
+        assert any(s in (pool.workers[0].last_failure or "") for s in seen)
+        assert np.array_equal(clip.frame(41).array, ref[41])
+        _workers_only()
+
+
+def test_threads_still_work_under_the_filter(make, cache_dir, pool, hostile) -> None:
+    """clone3 fails with ENOSYS and glibc falls back to clone(CLONE_THREAD): threads run, and
+    the decoder's frame threads (already started by frame 9) are there."""
+    ref = reference_frames(make(CLIP))
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=hostile,
+                    backend_options={"attack": "threads", "at": 10}) as clip:
+        assert np.array_equal(clip.frame(9).array, ref[9])
+        require_layer(clip.sandbox, "seccomp")
+        assert np.array_equal(clip.frame(10).array, ref[10])
+        failure = pool.workers[0].last_failure or ""
+        assert "threads work: python thread ran=True" in failure
+        tasks = int(failure.rsplit("tasks=", 1)[1].split()[0])
+        assert tasks > 2  # the main thread and the decoder's frame threads (the Python one ended)
+
+
+def test_landlock_alone_denies_tcp_and_signals(tmp_path: Path) -> None:
+    """The network and signal scopes of the ruleset, without seccomp in front of them."""
+    if not HOST["landlock"].startswith("supported: ABI"):
+        pytest.skip(HOST["landlock"])
+    abi = int(HOST["landlock"].rsplit(" ", 1)[1])
+    if abi < 6:
+        pytest.skip(f"Landlock ABI {abi} has no network rights or scopes")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    code = (
+        "import os, socket, sys\n"
+        "from phast import landlock\n"
+        "landlock.restrict(landlock.library_paths())\n"
+        "out = []\n"
+        f"s = socket.socket()\n"
+        f"try:\n    s.connect(('127.0.0.1', {port})); out.append('connect ALLOWED')\n"
+        "except OSError as e: out.append(f'connect {e.errno}')\n"
+        "try:\n    socket.socket().bind(('127.0.0.1', 0)); out.append('bind ALLOWED')\n"
+        "except OSError as e: out.append(f'bind {e.errno}')\n"
+        "try:\n    os.kill(os.getppid(), 0); out.append('signal ALLOWED')\n"
+        "except OSError as e: out.append(f'signal {e.errno}')\n"
+        "print(' '.join(out))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, check=True, cwd=Path(__file__).resolve().parent.parent)
+    finally:
+        listener.close()
+    assert done.stdout.split() == ["connect", "13", "bind", "13", "signal", "1"], done.stdout
+
+
+def test_doctor_reports_every_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli_main(["doctor", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    layers = {row["layer"]: row for row in result["layers"]}
+    assert set(layers) == set(sandbox.LAYERS)
+    for name in ("landlock", "seccomp"):
+        if HOST[name].startswith("supported"):
+            assert layers[name]["worker"].startswith("active"), layers[name]
+        else:
+            assert layers[name]["worker"].startswith("unavailable: "), layers[name]
+    assert result["ok"] and status == 0
+    for check, outcome in result["checks"].items():
+        layer = check.rsplit("(", 1)[1].rstrip(")")
+        if HOST[layer].startswith("supported"):
+            assert outcome.startswith("denied: "), (check, outcome)
+
+
+def test_doctor_fails_when_a_supported_layer_is_missing() -> None:
+    host = {"landlock": "supported: ABI 7", "seccomp": "unsupported: no libseccomp"}
+    report = {layer: "active" for layer in sandbox.LAYERS}
+    report["seccomp"] = "unavailable: libseccomp cannot be loaded"
+    assert all(r["ok"] for r in verdicts(host, report))  # missing where unsupported: fine
+    report["landlock"] = "unavailable: failed to apply (Invalid argument)"
+    rows = {r["layer"]: r["ok"] for r in verdicts(host, report)}
+    assert rows == {"no_new_privs": True, "rlimits": True, "environment": True,
+                    "landlock": False, "seccomp": True}
+
