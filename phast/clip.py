@@ -159,7 +159,11 @@ class Clip:
         hit = s.ram_get(i, format)
         if hit is not None:
             return hit.sibling()
-        return self._exact_job(i, format, supersedable=False).future.result().sibling()
+        frame = self._exact_job(i, format, supersedable=False).future.result()
+        # In RAM before we return (the job's done-callback may run a moment later): a deadline
+        # request that follows at once must find it.
+        s.ram_put(i, format, frame)
+        return frame.sibling()
 
     def frame_at(self, seconds: float, *, format: str = "rgb24",
                  deadline: float | None = None) -> Frame:

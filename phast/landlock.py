@@ -100,6 +100,7 @@ def library_paths() -> list[str]:
     paths += [v for k, v in sysconfig.get_paths().items() if k in (
         "stdlib", "platstdlib", "purelib", "platlib")]
     paths.append(os.path.dirname(os.path.realpath(sys.executable)))
+    paths += _package_dirs()
     paths += SYSTEM_READ
     out: list[str] = []
     for p in paths:
@@ -110,6 +111,27 @@ def library_paths() -> list[str]:
             if q not in out and os.path.exists(q):
                 out.append(q)
     return out
+
+
+def _package_dirs() -> list[str]:
+    """Directories of packages imported from outside ``sys.path`` (editable installs map
+    packages to their source trees with import hooks): phast's own, and every package loaded
+    before confinement, so their lazy submodule imports keep working."""
+    import importlib.util
+
+    dirs = []
+    for name in ("phast", "phast.backends", "phast.kernels", "phast.testing"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            dirs += list(spec.submodule_search_locations)
+    for module in list(sys.modules.values()):
+        locations = getattr(module, "__path__", None)  # packages only: their whole directory
+        if locations is not None and getattr(module, "__file__", None):
+            dirs += [str(p) for p in locations]
+    return dirs
 
 
 def expand_devices(patterns: Iterable[str]) -> list[str]:

@@ -200,4 +200,4 @@ def test_no_plugins_switch(plugin_env: PluginEnv) -> None:
     on = plugin_env.run("-c", code)
     off = plugin_env.run("-c", code, PHAST_NO_PLUGINS="1")
     assert "'y4m'" in on.stdout and "'broken-import'" in on.stdout
-    assert off.stdout.strip() == "['software']", off.stdout + off.stderr
+    assert off.stdout.strip() == "['nvdec', 'software', 'vaapi']", off.stdout + off.stderr

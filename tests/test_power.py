@@ -381,8 +381,8 @@ def test_cpu_model_counts_a_busy_child() -> None:
         deadline = time.monotonic() + 60
         while power.process_cpu_seconds(child.pid) < 0.3 and time.monotonic() < deadline:
             time.sleep(0.02)
+        child_cpu = power.process_cpu_seconds(child.pid)  # first: it keeps running meanwhile
         alive = meter.read()
-        child_cpu = power.process_cpu_seconds(child.pid)
         assert alive.cpu_s is not None and alive.cpu_s - s0.cpu_s >= child_cpu >= 0.3
     finally:
         child.wait(timeout=60)
