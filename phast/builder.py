@@ -30,6 +30,8 @@ class ProxyBuilder:
         assert session.index is not None and session.store is not None
         self.session = session
         self.full = full
+        assert session.index is not None
+        self._keys = frozenset(int(k) for k in session.index.keyframes())
         self._plan = self._make_plan()
         self.total = sum(len(c) for c in self._plan)
         self.done = 0
@@ -65,7 +67,7 @@ class ProxyBuilder:
                 self._finished.set()
                 return
             chunk = self._plan.pop(0)
-            job = _build_job(self.session, chunk, governed=True)
+            job = _build_job(self.session, chunk, self._kind(chunk), governed=True)
             self._current = job
         job.future.add_done_callback(lambda f: self._chunk_done(f, chunk))
         try:
@@ -98,7 +100,8 @@ class ProxyBuilder:
                 if not self._plan:
                     break
                 chunk = self._plan.pop(0)
-            job = _build_job(self.session, chunk, governed=False)  # an order: never refused
+            # an order: never refused
+            job = _build_job(self.session, chunk, self._kind(chunk), governed=False)
             try:
                 stored = self.session.worker.submit(job).result()
             except Exception as e:
@@ -120,9 +123,15 @@ class ProxyBuilder:
         return self._finished.wait(timeout)
 
 
-def _build_job(session: Session, chunk: list[int], *, governed: bool) -> Job:
+    def _kind(self, chunk: list[int]) -> str:
+        """The governor's cost kind: keyframes each cost a seek and an intra decode; a run of
+        consecutive frames continues one decode (a different cost per frame)."""
+        return "build_key" if chunk[0] in self._keys else "build"
+
+
+def _build_job(session: Session, chunk: list[int], kind: str, *, governed: bool) -> Job:
     job = Job(lambda proc: session.run_proxies(proc, chunk), session=session, priority=BUILD)
-    job.account, job.kind, job.work, job.governed = session.account, "build", len(chunk), governed
+    job.account, job.kind, job.work, job.governed = session.account, kind, len(chunk), governed
     return job
 
 

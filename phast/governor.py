@@ -62,7 +62,7 @@ WAITING_S = 0.15  #: a denied playhead job holds lower priorities back this long
 SAFETY = 0.95  #: the bucket refills at this share of the budget: headroom for charging lag
 
 #: Initial estimates, CPU seconds per unit of work, until the clip's own measurements arrive.
-INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015}
+INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015, "build_key": 0.040}
 
 
 def resolve_budget(budget: float | str | None) -> float | None:
