@@ -19,7 +19,10 @@ cost, and *admitted* against what is left::
                        when the account can pay the job's estimated cost now;
              PREFETCH  when it can pay it and keep PREFETCH_RESERVE_S of budget, and no
                        playhead job of the clip is waiting for energy;
-             BUILD     the same with BUILD_RESERVE_S.
+             BUILD     the same with BUILD_RESERVE_S -- except keyframe proxies (the
+                       fallback tiers' foundation: one stands in for a whole GOP), which
+                       keep no reserve and, while they save up, pause optional work
+                       (decoding proxy pictures for fallbacks).
 
 A job that is not admitted stays queued (a newer request supersedes it, or it runs when the
 bucket has refilled); a fallback that cannot be paid serves what is already in memory, so under
@@ -60,6 +63,10 @@ PREFETCH_RESERVE_S = 0.25  #: budget prefetching must leave for the playhead, in
 BUILD_RESERVE_S = 0.5  #: budget proxy building must leave for the playhead, in seconds
 WAITING_S = 0.15  #: a denied playhead job holds lower priorities back this long
 SAFETY = 0.95  #: the bucket refills at this share of the budget: headroom for charging lag
+
+#: The kind of work the fallback tiers stand on (keyframe proxies: each stands in for its whole
+#: GOP): built without a reserve, and optional fallback decodes pause while it saves up.
+FOUNDATION = "build_key"
 
 #: Initial estimates, CPU seconds per unit of work, until the clip's own measurements arrive.
 INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015, "build_key": 0.040}
@@ -122,6 +129,7 @@ class Account:
         self.costs = {kind: _Cost(v) for kind, v in INITIAL_COST.items()}
         self.max_unit_j = 0.0  # the costliest single job estimate seen (capacity floor)
         self.waiting_until = 0.0
+        self.saving_until = 0.0  # a foundation job is saving up: optional decodes wait
         self.active = False  # charged during the current tick
         self._stamp = time.monotonic()
         self.closed = False
@@ -268,9 +276,10 @@ class Governor:
         with self._lock:
             acct._refill(now)
             reserve_j = 0.0
+            foundation = job.kind == FOUNDATION
             if job.priority == PREFETCH:
                 reserve_j = PREFETCH_RESERVE_S * acct.rate_w
-            elif job.priority == BUILD:
+            elif job.priority == BUILD and not foundation:
                 reserve_j = BUILD_RESERVE_S * acct.rate_w
             # The bucket must be able to hold every job's cost plus its reserve, or it could
             # never be admitted.
@@ -284,6 +293,8 @@ class Governor:
                     acct.waiting_until = now + WAITING_S
             else:
                 ok = now >= acct.waiting_until and avail - est >= reserve_j
+                if not ok and foundation and now >= acct.waiting_until:
+                    acct.saving_until = now + WAITING_S  # optional fallback decodes pause
             if ok and job.governed:
                 acct.reserved_j += est
                 job.reserved_j = est
@@ -298,9 +309,10 @@ class Governor:
         decode's reservation must not starve it)."""
         if acct is None or acct.closed:
             return True
+        now = time.monotonic()
         with self._lock:
-            acct._refill(time.monotonic())
-            ok = acct.level_j >= acct.estimate_j(kind, units)
+            acct._refill(now)
+            ok = now >= acct.saving_until and acct.level_j >= acct.estimate_j(kind, units)
             tally = acct.admitted if ok else acct.denied
             tally[kind] = tally.get(kind, 0) + 1
             return ok

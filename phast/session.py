@@ -77,6 +77,7 @@ class Session:
         self.proxy_ram: collections.OrderedDict[tuple[int, str], Frame] = \
             collections.OrderedDict()
         self._keyframes_of: FrameIndex | None = None
+        self._keyframe_set: tuple[np.ndarray, frozenset[int]] | None = None
         self.failures: collections.Counter[int] = collections.Counter()
         self.quarantined: set[int] = set()
         self.pool = pool
@@ -314,6 +315,15 @@ class Session:
             assert self.index is not None
             self._keyframes, self._keyframes_of = self.index.keyframes(), self.index
         return self._keyframes
+
+    @property
+    def keyframe_set(self) -> frozenset[int]:
+        """Display indices of the keyframes (cached with :attr:`keyframes`)."""
+        keys = self.keyframes
+        cached = self._keyframe_set
+        if cached is None or cached[0] is not keys:
+            cached = self._keyframe_set = (keys, frozenset(int(k) for k in keys))
+        return cached[1]
 
     # -- the cost model -------------------------------------------------------------------------
     def timed_frame(self, proc: Process, i: int, fmt: str, work: int) -> Frame:

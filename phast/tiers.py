@@ -160,7 +160,10 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         frame: Frame = worker.submit(job).result()
     except Exception:
         return None
-    session.proxy_ram_put(shows, fmt, frame)
+    if quality is Quality.KEYFRAME or shows in session.keyframe_set:
+        # Keyframe pictures stand in for whole GOPs and come back again and again; a random
+        # frame's proxy rarely does (copying it out of its slot would be wasted work).
+        session.proxy_ram_put(shows, fmt, frame)
     return frame
 
 
