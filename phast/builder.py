@@ -19,7 +19,9 @@ from .supervisor import BUILD, Job
 
 log = logging.getLogger(__name__)
 
-KEYFRAME_CHUNK = 4  #: keyframes per job: each costs a seek and one decode
+#: keyframes per job: each costs a seek and an intra decode; one at a time, so that under a
+#: tight power budget the first keyframe proxies (the fallback tiers' foundation) come soonest
+KEYFRAME_CHUNK = 1
 RUN_CHUNK = 24  #: consecutive frames per job: cheap sequential decoding, short enough to yield
 
 

@@ -342,7 +342,16 @@ class Governor:
                 cost = acct.costs.get(job.kind)
                 if cost is not None and job.work > 0 and job.cpu_s > 0:
                     cost.update(job.cpu_s, job.work)
+            job.cpu_s = 0.0  # a retried job is measured afresh
             mark.job, mark.kind = None, "idle"
+
+    def release(self, job: Job) -> None:
+        """Give back the reservation of an admitted job that will not run (cancelled)."""
+        acct = job.account
+        if acct is not None:
+            with self._lock:
+                acct.reserved_j = max(0.0, acct.reserved_j - job.reserved_j)
+                job.reserved_j = 0.0
 
     def _settle(self, worker: Worker) -> None:
         """Charge the CPU the worker's process used since its mark to its current account."""

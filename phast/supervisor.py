@@ -360,6 +360,8 @@ class Worker:
                     continue
             if job.future.set_running_or_notify_cancel():
                 self._execute(job)
+            elif self.pool.governor is not None:
+                self.pool.governor.release(job)  # cancelled after admission: give back
             # Drop it now, not at the next job: its future holds the result, and a result can
             # hold a shared-memory slot leased.
             del job
@@ -381,23 +383,21 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         governor = self.pool.governor
-        if governor is None:
-            self._run_job(job)
-            return
-        governor.job_started(self, job)
-        try:
-            self._run_job(job)
-        finally:
-            governor.job_finished(self, job)
-
-    def _run_job(self, job: Job) -> None:
         while True:
             try:
                 proc = self._ensure_process()
                 if job.session is not None and job.session.id not in proc.sessions:
-                    job.session.attach(proc)
+                    job.session.attach(proc)  # opening: not charged to the job
                     proc.sessions.add(job.session.id)
-                job.future.set_result(job.run(proc))
+                if governor is None:
+                    result = job.run(proc)
+                else:
+                    governor.job_started(self, job)
+                    try:
+                        result = job.run(proc)
+                    finally:
+                        governor.job_finished(self, job)
+                job.future.set_result(result)
                 return
             except (WorkerCrashed, ProtocolViolation, WorkerStartError) as e:
                 self._discard_process(str(e))
