@@ -76,6 +76,9 @@ class Session:
         # costs no decode (what the governor falls back on when the budget is spent).
         self.proxy_ram: collections.OrderedDict[tuple[int, str], Frame] = \
             collections.OrderedDict()
+        # Frames whose proxy the store did not have, and when we looked: a scrub asks about
+        # the same unbuilt frames again and again (a store read costs ~0.3 ms of editor CPU).
+        self.proxy_missing: dict[int, float] = {}
         self._keyframes_of: FrameIndex | None = None
         self._keyframe_set: tuple[np.ndarray, frozenset[int]] | None = None
         self.failures: collections.Counter[int] = collections.Counter()
@@ -97,6 +100,7 @@ class Session:
                        ram_frames=0, worker=self.pool.build_worker())
         twin.index, twin.source = self.index, self.source
         twin.account = self.account
+        twin.proxy_missing = self.proxy_missing  # what the twin builds is no longer missing
         return twin
 
     # -- run inside the worker's I/O thread ------------------------------------------------------
@@ -305,6 +309,7 @@ class Session:
             if self.store is not None and self.identity is not None:
                 self.store.put_proxy(self.identity, self.stream, self.proxy_spec.key, i, w, h,
                                      data)
+            self.proxy_missing.pop(i, None)
             stored.append(i)
         return stored
 
@@ -366,6 +371,12 @@ class Session:
             while len(self.ram) > self.ram_frames:
                 self.ram.popitem(last=False)[1].release()
 
+    def proxy_known_missing(self, i: int) -> bool:
+        """Did the store lack frame ``i``'s proxy less than ``MISSING_TTL`` ago? (Another
+        editor process may build it meanwhile: the answer expires.)"""
+        seen = self.proxy_missing.get(i)
+        return seen is not None and time.monotonic() - seen < MISSING_TTL
+
     def proxy_ram_get(self, shows: int, fmt: str) -> Frame | None:
         with self._lock:
             frame = self.proxy_ram.get((shows, fmt))
@@ -403,6 +414,8 @@ class Session:
         self.slots.close()
 
 
+#: Seconds a proxy-store miss is remembered (see :meth:`Session.proxy_known_missing`).
+MISSING_TTL = 2.0
 #: Decoded proxy pictures kept per clip (640x360 rgb24: 0.7 MB each).
 PROXY_RAM = 24
 

@@ -138,10 +138,11 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         return cached.sibling(index=i, quality=quality, shows=shows, pts=_pts(session, i),
                               time=_time(session, i))
     store = session.store
-    if store is None or session.identity is None:
+    if store is None or session.identity is None or session.proxy_known_missing(shows):
         return None
     entry = store.get_proxy(session.identity, session.stream, session.proxy_spec.key, shows)
     if entry is None:
+        session.proxy_missing[shows] = time.monotonic()
         return None
     width, height, data = entry
     if (width, height) != session.proxy_size():
