@@ -500,6 +500,7 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
             "skipped": sum(1 for r in in_sec if r.skipped),
             "quality": dict(Counter(r.quality for r in in_sec
                                     if r.done is not None and r.error is None)),
+            "proxy_or_better": _proxy_or_better(in_sec),
         }
         if s + 1 < len(marks):
             a, b = marks[s], marks[s + 1]
@@ -523,6 +524,8 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "on_time": len(on_time) / len(requests),
         "quality_mix": {q: c / len(completed) for q, c in qualities.items()} if completed else {},
         "quality_counts": dict(qualities),
+        # share of *all scheduled* requests answered EXACT or PROXY (the picture asked for)
+        "proxy_or_better": _proxy_or_better(requests),
         "tiers": (["exact"] if cfg.exact or cfg.system != "phast"
                   else ["exact", "proxy", "keyframe", "blank"]),
         "governor": governor.name,
@@ -574,6 +577,8 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"p99 {ms(lat['p99'])}  max {ms(lat['max'])}",
         f"response ms (completion - schedule): p50 {ms(resp['p50'])}  p95 {ms(resp['p95'])}  "
         f"p99 {ms(resp['p99'])}",
+        f"PROXY or better (the picture asked for, any size): "
+        f"{100 * (rep.get('proxy_or_better') or 0):.1f}% of requests; "
         "quality mix: " + (", ".join(f"{k} {100 * v:.0f}%" for k, v in
                                      rep["quality_mix"].items()) or "-"),
         *([_chaos.format_line(rep["chaos"])] if "chaos" in rep else []),
@@ -613,6 +618,13 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
                      f"{_cores(_mean([r.get('other_load_cores') for r in chunk])):>13}"
                      f"  {_mix(chunk)}")
     return "\n".join(lines)
+
+
+def _proxy_or_better(requests: list[Request]) -> float | None:
+    if not requests:
+        return None
+    good = sum(1 for r in requests if r.error is None and r.quality in ("exact", "proxy"))
+    return good / len(requests)
 
 
 def _budget(rep: dict[str, Any]) -> str:

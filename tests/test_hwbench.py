@@ -94,6 +94,9 @@ def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
     assert set(rep["latency_ms"]) >= {"p50", "p95", "p99"}
     assert rep["completed"] > 0 and sum(rep["quality_mix"].values()) == pytest.approx(1.0)
     assert set(rep["quality_mix"]) <= {"exact", "proxy", "keyframe", "blank"}
+    good = sum(rep["quality_counts"].get(q, 0) for q in ("exact", "proxy"))
+    assert rep["proxy_or_better"] == pytest.approx(good / rep["requests"])
+    assert all(0 <= row["proxy_or_better"] <= 1 for row in rep["series"])
     # phast's own accounting of the run, next to the meter's
     assert rep["phast_power"]["budget"] == 0.10 and rep["phast_power"]["tdp_w"] == 20.0
     assert rep["phast_budget_share"] >= 0
