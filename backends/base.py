@@ -266,6 +266,12 @@ class Backend(abc.ABC):
         """
         return False
 
+    # Optional, not defined here (the worker looks for it): ``proxy_picture(index, width,
+    # height) -> numpy (height, width, 3) uint8`` makes frame ``index``'s proxy where the
+    # backend's frames live -- a GPU backend converts and area-downscales on the device and
+    # copies only the small picture to the host (the NVDEC backend does, with phast.kernels).
+    # Without it, proxy building downscales the host frame (``av_frame``) or the rgb24 output.
+
     def close(self) -> None:  # noqa: B027 -- optional hook
         """Release decoder resources and close the source. Called once; the worker may exit
         right after, or keep serving other sources (so leak nothing: files, threads, memory)."""

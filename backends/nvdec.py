@@ -146,44 +146,23 @@ class DevicePool:
         self._arenas.clear()  # frees the allocations (the editor's mappings keep nothing alive)
 
 
-_KERNEL: Any = None
 
 
-def nv12_to_rgb(cp: Any, y: Any, uv: Any, out: Any, *, bt709: bool, full_range: bool) -> None:
+def _colour(bt709: bool, full_range: bool) -> dict[str, str]:
+    return {"matrix": "bt709" if bt709 else "bt601",
+            "color_range": "full" if full_range else "limited"}
+
+
+def nv12_to_rgb(y: Any, uv: Any, out: Any, *, bt709: bool, full_range: bool) -> None:
     """Convert NV12 planes ``y`` (h x w) and ``uv`` (ceil(h/2) x 2*ceil(w/2)) into ``out``.
 
-    ``out`` is an (h, w, 3) uint8 cupy array (any row pitch). Nearest chroma, as swscale's
-    unscaled converter; float arithmetic rounded to nearest. This is the one place phast's
-    device colour conversion lives: it will call the shared CUDA/OpenCL kernels once they exist.
+    ``out`` is an (h, w, 3) uint8 cupy array (any row pitch). phast's shared kernels
+    (:mod:`phast.kernels`, one source for CUDA and OpenCL; nearest chroma, tested against the
+    NumPy reference) do the work.
     """
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = cp.ElementwiseKernel(
-            "raw uint8 y, raw uint8 uv, int32 width, int32 ypitch, int32 uvpitch, int32 opitch, "
-            "float32 yoff, float32 ys, float32 cs, float32 rv, float32 gu, float32 gv, "
-            "float32 bu",
-            "raw uint8 rgb",
-            """
-            int row = i / width, col = i % width;
-            float Y = ((float)y[row * ypitch + col] - yoff) * ys;
-            int c = (row / 2) * uvpitch + (col / 2) * 2;
-            float U = ((float)uv[c] - 128.f) * cs, V = ((float)uv[c + 1] - 128.f) * cs;
-            float r = Y + rv * V, g = Y - gu * U - gv * V, b = Y + bu * U;
-            int o = row * opitch + col * 3;
-            rgb[o] = (unsigned char)fminf(fmaxf(rintf(r), 0.f), 255.f);
-            rgb[o + 1] = (unsigned char)fminf(fmaxf(rintf(g), 0.f), 255.f);
-            rgb[o + 2] = (unsigned char)fminf(fmaxf(rintf(b), 0.f), 255.f);
-            """,
-            "phast_nv12_to_rgb",
-        )
-    kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
-    kg = 1.0 - kr - kb
-    yoff, ys, cs = (0.0, 1.0, 1.0) if full_range else (16.0, 255.0 / 219.0, 255.0 / 224.0)
-    h, w = y.shape
-    _KERNEL(y, uv, np.int32(w), np.int32(y.strides[0]), np.int32(uv.strides[0]),
-            np.int32(out.strides[0]), np.float32(yoff), np.float32(ys), np.float32(cs),
-            np.float32(2 * (1 - kr)), np.float32(2 * (1 - kb) * kb / kg),
-            np.float32(2 * (1 - kr) * kr / kg), np.float32(2 * (1 - kb)), out, size=h * w)
+    from phast.kernels import cuda
+
+    cuda.default().convert([y, uv], "nv12", out=out, **_colour(bt709, full_range))
 
 
 class _Plane:
@@ -393,7 +372,7 @@ class NvdecBackend(SoftwareBackend):
         else:
             rgb = self._cp.empty((h, w, 3), self._cp.uint8)
             with self._device_call("NV12 to RGB"):
-                nv12_to_rgb(self._cp, y, uv, rgb, bt709=self._bt709, full_range=self._full)
+                nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             planes = [rgb.reshape(h, w * 3)]
         needed = sum(int(p.shape[0] * p.shape[1]) for p in planes)
         if needed > len(out):
@@ -408,6 +387,18 @@ class NvdecBackend(SoftwareBackend):
                 offset += rows * row_bytes
         return DecodedFrame(w, h, "nv12" if format == "native" else format, 1, tuple(layouts),
                             frame.key_frame)
+
+    def proxy_picture(self, index: int, width: int, height: int) -> np.ndarray:
+        """Frame ``index`` as a ``height`` x ``width`` rgb24 proxy, made on the GPU (one fused
+        convert + area-downscale kernel): only the small picture crosses the bus."""
+        from phast.kernels import cuda
+
+        frame: NvFrame = self.av_frame(index)
+        y, uv = frame.split()
+        with self._device_call("making a proxy on the GPU"):
+            return np.asarray(cuda.default().proxy(
+                [y, uv], "nv12", (height, width), host=True,
+                **_colour(self._bt709, self._full)))
 
     def decode_device(self, index: int, format: str, slot: int) -> DeviceRecord:
         """Decode frame ``index`` into device slot ``slot`` (a region the worker owns)."""
@@ -434,7 +425,7 @@ class NvdecBackend(SoftwareBackend):
                 alloc, off = self._pool.region(slot, pitch * h)
                 planes = (DevicePlane(off, h, w * 3, pitch),)
                 rgb = self._pool.view(alloc, off, (h, w, 3), (pitch, 3, 1))
-                nv12_to_rgb(self._cp, y, uv, rgb, bt709=self._bt709, full_range=self._full)
+                nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             # The editor reads on its own stream: the pixels must be there when we answer.
             self._cp.cuda.Device().synchronize()
             handle = self._pool.handle(alloc)

@@ -83,6 +83,8 @@ def _worker_env(config: WorkerConfig) -> dict[str, str]:
         PYTHONNOUSERSITE="1",
         MALLOC_ARENA_MAX="2",  # fewer malloc arenas: less address space under RLIMIT_AS
         OMP_NUM_THREADS="1",
+        # GPU kernels compiled in a worker stay in memory: the sandbox lets it write nothing
+        CUPY_CACHE_IN_MEMORY="1",
     )
     if config.memory_limit:
         env["PHAST_WORKER_MEMORY"] = str(int(config.memory_limit))

@@ -196,7 +196,11 @@ class Worker:
         for i in msg["indices"]:
             self.beat()
             try:
-                if hasattr(backend, "av_frame") and getattr(backend, "device", "cpu") == "cpu":
+                if hasattr(backend, "proxy_picture"):
+                    # the backend makes the small picture where its frames live (a GPU): only
+                    # the proxy crosses to the host
+                    frame = frame_from_rgb(backend.proxy_picture(i, width, height))
+                elif hasattr(backend, "av_frame") and getattr(backend, "device", "cpu") == "cpu":
                     frame = backend.av_frame(i)
                 else:  # any backend: through its packed rgb24 output
                     scratch = scratch or memoryview(bytearray(width * height * 3))
