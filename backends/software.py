@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -75,6 +76,9 @@ VERIFY_FRAMES = 48
 PRECISE_SKIP = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays a copy
+#: Frames held back during the second decode of a damaged stream (see ``_unstable_packets``):
+#: the decoder then draws other buffers than in the first decode, whose frames were released.
+HOLD_FRAMES = 16
 
 
 def _plane_row_bytes(frame: av.VideoFrame, plane: int) -> int:
@@ -137,6 +141,36 @@ class _Tag:
 def _frame_pos(f: Any) -> int | None:
     tag = f.opaque
     return tag.pos if isinstance(tag, _Tag) else None
+
+
+@contextlib.contextmanager
+def _decoder_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """Collect the FFmpeg messages of level ERROR (and worse) this thread logs in the block.
+
+    Many decoders conceal damage without raising and without flagging the frame corrupt: FFV1
+    on a slice CRC mismatch copies the slice from the previous picture, MJPEG leaves undecoded
+    blocks as they were in a recycled buffer. Their error messages are the only signal. Only
+    for single-threaded decoding: PyAV's log callback takes the GIL, and a frame thread that
+    logs while the caller holds the GIL and waits for that thread (closing the codec) would
+    deadlock; here the messages come from this thread, inside the decode call.
+    """
+    level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the same message on the next packet still counts
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(repeated)
+
+
+def _picture_hash(f: Any) -> bytes:
+    """Hash of a decoded frame's visible bytes (row padding excluded: it is never written)."""
+    h = hashlib.blake2b(digest_size=16)
+    for view in frame_planes(f):
+        h.update(view.tobytes())
+    return h.digest()
 
 
 class _BadStart(Exception):
@@ -229,6 +263,7 @@ class SoftwareBackend(Backend):
         cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
+        self._single = single  # decoder error messages are read only then (_decoder_errors)
         # Decode only our stream; the demuxer still reads others' bytes but never decodes them.
         for other in self._container.streams:
             if other is not self._stream:
@@ -262,6 +297,7 @@ class SoftwareBackend(Backend):
         self._synced = False
         self._eof = False
         self._skip_until = 0  # packets before this position are fed with skip_frame=NONREF
+        self._run_error: int | None = None  # first packet of this run the decoder logged errors on
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -314,6 +350,10 @@ class SoftwareBackend(Backend):
     def build_index(self, *, full_decode: bool = False) -> FrameIndex:
         pkt_pts, pkt_dts, pkt_pos, pkt_flags = self._demux_packets()
         tb = self._stream.time_base or Fraction(1, 90000)
+        if full_decode:
+            # An index built earlier disagreed with a decode from the start: damage the decoder
+            # did not report. Index it as a damaged stream (one thread, errors read, twice).
+            self._damaged = True
         # A damaged stream decodes to fewer frames than it has packets: only decoding can tell.
         trust_demux = not (full_decode or self._damaged)
         order = display_order_from_pts(pkt_pts, pkt_flags) if trust_demux else None
@@ -353,7 +393,8 @@ class SoftwareBackend(Backend):
         shown: list[int] = []
         frame_pts: list[int | None] = []
         n_pkt = len(pkt_pts)
-        self._errors: list[int] = []
+        self._errors = []
+        hashes: list[bytes] | None = [] if self._damaged else None
         for pos, frames in self._feed_all():
             if pos is not None and pos >= n_pkt:
                 break
@@ -369,6 +410,8 @@ class SoftwareBackend(Backend):
                         self._first_frame = f
                     shown.append(fpos)
                     frame_pts.append(f.pts)
+                    if hashes is not None:
+                        hashes.append(_picture_hash(f))
         if not shown:
             raise MediaError(f"{self._path}: no frame of the video stream could be decoded")
         if len(set(shown)) != len(shown):
@@ -382,12 +425,42 @@ class SoftwareBackend(Backend):
         else:
             fpts, stamps = np.array(frame_pts, np.int64), "container"
         starts = compute_starts(frame_packet, pkt_pts, pkt_flags)
-        if self._errors:
+        unstable = self._unstable_packets(shown, hashes, n_pkt) if hashes is not None else []
+        if self._errors or unstable:
             pkt_flags = _mark_damaged(pkt_flags, frame_packet, starts, self._errors)
+            pkt_flags[unstable] |= DAMAGED
         index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, frame_packet, fpts, starts, tb,
                            "decode", stamps, damaged=self._damaged)
         index.validate()
         return index
+
+    def _unstable_packets(self, shown: list[int], hashes: list[bytes], n_pkt: int) -> list[int]:
+        """Packets whose picture differs between two sequential decodes of a damaged stream.
+
+        Damage a decoder does not notice can leave parts of a picture unwritten (an HEVC slice
+        header bit flip; no error, no corrupt flag): they show whatever the recycled buffer
+        held, which depends on the frames someone still holds, so no exact picture exists. The
+        first decode released every frame at once; this one holds the last ``HOLD_FRAMES``, so
+        the decoder draws other buffers. Only damaged streams pay for it.
+        """
+        first = dict(zip(shown, hashes, strict=True))
+        errors = list(self._errors)
+        held: collections.deque[Any] = collections.deque(maxlen=HOLD_FRAMES)
+        unstable: set[int] = set()
+        seen: set[int] = set()
+        self._rewind()
+        for pos, frames in self._feed_all():
+            if pos is not None and pos >= n_pkt:
+                break
+            for f in frames:
+                fpos = _frame_pos(f)
+                if fpos in first:
+                    seen.add(fpos)
+                    if _picture_hash(f) != first[fpos]:
+                        unstable.add(fpos)
+                held.append(f)
+        self._errors = errors  # the second decode reports the same errors again
+        return sorted(unstable | (set(first) - seen))
 
     def use_index(self, index: FrameIndex) -> None:
         if index.damaged and not self._damaged:
@@ -445,16 +518,34 @@ class SoftwareBackend(Backend):
             mode = "NONREF" if pos < self._skip_until else "DEFAULT"
             if mode != self._cc.skip_frame:
                 self._cc.skip_frame = mode
+            logged: list[tuple[int, str, str]] = []
             try:
-                frames = self._decode_packet(pkt)
+                if self._single:
+                    with _decoder_errors() as logged:
+                        frames = self._decode_packet(pkt)
+                else:
+                    frames = self._decode_packet(pkt)
             except av.FFmpegError as e:
-                if not self._damaged:
-                    self._damaged = True
-                    self._open_container()
-                    raise IndexMismatch(f"decoder error ({e}); re-index single-threaded") from e
+                self._decoder_failed(pos, str(e))
                 frames = []  # as a sequential decode does: skip the packet, go on
-                self._errors.append(pos)
+            else:
+                if logged:  # concealed: the frames come out, but the decoder saw damage
+                    self._decoder_failed(pos, logged[0][2].strip())
             yield pos, frames
+
+    def _decoder_failed(self, pos: int, why: str) -> None:
+        """The decoder rejected packet ``pos`` or reported errors while decoding it.
+
+        On a stream not yet known to be damaged, that is news: raise :class:`IndexMismatch`, to
+        re-index single-threaded. Otherwise record it (the index marks the frames it touches).
+        """
+        if not self._damaged:
+            self._damaged = True
+            self._open_container()
+            raise IndexMismatch(f"decoder error ({why}); re-index single-threaded")
+        self._errors.append(pos)
+        if self._run_error is None:
+            self._run_error = pos
 
     def _seek(self, start: int) -> None:
         """Position the demuxer at packet ``start`` with a flushed decoder."""
@@ -609,6 +700,7 @@ class SoftwareBackend(Backend):
         if self._run_start != 0 and self._expected <= target:
             raise _BadStart(self._expected, target + 1)
         if self._run_start == 0 and self._expected < idx.frame_count:
+            self._disagreed()
             raise IndexMismatch(
                 f"a sequential decode ended after {self._expected} frames; the index has "
                 f"{idx.frame_count}"
@@ -625,6 +717,8 @@ class SoftwareBackend(Backend):
         sequential = self._run_start == 0
         if j < 0:
             if sequential or self._synced:
+                if sequential:
+                    self._disagreed()
                 raise IndexMismatch(f"the decoder showed packet {pos}, which the index hides")
             return None
         if not sequential and idx.frame_start[j] < self._run_start:
@@ -637,11 +731,14 @@ class SoftwareBackend(Backend):
             raise IndexMismatch("the decoder flagged a damaged frame; re-index single-threaded")
         if j > self._expected and self._skipped(self._expected, j):
             self._expected = j  # non-reference frames skipped on purpose (see _skip_boundary)
-        if j != self._expected or (not sequential and f.is_corrupt):
+        suspect = f.is_corrupt or (self._run_error is not None and pos is not None
+                                   and pos >= self._run_error)
+        if j != self._expected or (not sequential and suspect):
             if not sequential:
                 # Only a decode from the very start defines the truth; from a mid-stream start
                 # a skipped or damaged frame means the start was not a clean entry point.
                 raise _BadStart(self._expected, max(j, self._expected) + 1)
+            self._disagreed()
             raise IndexMismatch(f"expected frame {self._expected}, the decoder produced {j}")
         self._synced = True
         self._expected += 1
@@ -649,6 +746,19 @@ class SoftwareBackend(Backend):
             self._first_frame = f
         self._keep(j, f)
         return j
+
+    def _disagreed(self) -> None:
+        """A decode from the very start disagrees with an index that was accepted.
+
+        A demux-built index whose first frames were verified, then contradicted further on (a
+        packet that shows no frame, frames in another order), means damage the decoder kept to
+        itself: the re-index is single-threaded, with the checks of a damaged stream. While the
+        prefix is still being verified, a disagreement only means the timestamps do not give
+        the decoder's order.
+        """
+        if not self._verifying and not self._damaged:
+            self._damaged = True
+            self._open_container()
 
     def _skipped(self, first: int, stop: int) -> bool:
         """Were frames ``first`` .. ``stop - 1`` all fed with NONREF skipping?"""
