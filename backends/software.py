@@ -79,6 +79,9 @@ DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays
 #: Frames held back during the second decode of a damaged stream (see ``_unstable_packets``):
 #: the decoder then draws other buffers than in the first decode, whose frames were released.
 HOLD_FRAMES = 16
+#: Packets after its own that a frame may still come out (reordering delay), when checking a
+#: damaged stream's decodes from each start packet.
+MAX_DELAY = 16
 
 
 def _plane_row_bytes(frame: av.VideoFrame, plane: int) -> int:
@@ -144,13 +147,14 @@ def _frame_pos(f: Any) -> int | None:
 
 
 @contextlib.contextmanager
-def _decoder_errors() -> Iterator[list[tuple[int, str, str]]]:
+def _logged_errors() -> Iterator[list[tuple[int, str, str]]]:
     """Collect the FFmpeg messages of level ERROR (and worse) this thread logs in the block.
 
     Many decoders conceal damage without raising and without flagging the frame corrupt: FFV1
     on a slice CRC mismatch copies the slice from the previous picture, MJPEG leaves undecoded
-    blocks as they were in a recycled buffer. Their error messages are the only signal. Only
-    for single-threaded decoding: PyAV's log callback takes the GIL, and a frame thread that
+    blocks as they were in a recycled buffer. Their error messages are the only signal; the
+    same goes for demuxers and parsers reading a damaged container. Only for demuxing and
+    single-threaded decoding: PyAV's log callback takes the GIL, and a frame thread that
     logs while the caller holds the GIL and waits for that thread (closing the codec) would
     deadlock; here the messages come from this thread, inside the decode call.
     """
@@ -216,6 +220,7 @@ class SoftwareBackend(Backend):
             raise MediaError(f"{path}: cannot be read ({e})") from e
         self._damaged = False
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
+        self._indexing = False  # building an index by decoding (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
         try:
             self._open_container()
@@ -257,13 +262,15 @@ class SoftwareBackend(Backend):
         # concealment differ with the number of slice threads (the pixels of a damaged frame
         # would depend on the machine's core count): damaged streams decode on one thread.
         # The index's prefix is verified on one thread too: FFmpeg's frame threads do not always
-        # flag a concealed frame as corrupt (the flag races with the output of the frame).
-        single = self._damaged or self._verifying
+        # flag a concealed frame as corrupt (the flag races with the output of the frame), and
+        # an index built by decoding is built on one thread, where the decoder's error messages
+        # can be read (many errors are only logged; see _logged_errors).
+        single = self._damaged or self._verifying or self._indexing
         cc.thread_type = "SLICE" if single else "AUTO"
         cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
-        self._single = single  # decoder error messages are read only then (_decoder_errors)
+        self._single = single  # decoder error messages are read only then (_logged_errors)
         # Decode only our stream; the demuxer still reads others' bytes but never decodes them.
         for other in self._container.streams:
             if other is not self._stream:
@@ -330,18 +337,25 @@ class SoftwareBackend(Backend):
     def _demux_packets(self) -> tuple[np.ndarray, ...]:
         pts, dts, pos, flags = [], [], [], []
         try:
-            for n, pkt in enumerate(self._container.demux(self._stream)):
-                if pkt.size == 0:
-                    continue
-                if n % 64 == 0:
-                    self._progress()
-                pts.append(NOPTS if pkt.pts is None else pkt.pts)
-                dts.append(NOPTS if pkt.dts is None else pkt.dts)
-                pos.append(-1 if pkt.pos is None else pkt.pos)
-                flags.append((KEY if pkt.is_keyframe else 0) | (DISCARD if pkt.is_discard else 0))
-                self._damaged |= bool(pkt.is_corrupt)
+            # A demuxer or parser that logs an error saw a damaged container or bitstream (a
+            # Matroska element overrunning its parent, cut or inserted bytes): the packets it
+            # gives may not be the ones a decoder turns into frames one to one, so the stream
+            # is indexed as damaged (by decoding, on one thread, twice).
+            with _logged_errors() as logged:
+                for n, pkt in enumerate(self._container.demux(self._stream)):
+                    if pkt.size == 0:
+                        continue
+                    if n % 64 == 0:
+                        self._progress()
+                    pts.append(NOPTS if pkt.pts is None else pkt.pts)
+                    dts.append(NOPTS if pkt.dts is None else pkt.dts)
+                    pos.append(-1 if pkt.pos is None else pkt.pos)
+                    flags.append((KEY if pkt.is_keyframe else 0)
+                                 | (DISCARD if pkt.is_discard else 0))
+                    self._damaged |= bool(pkt.is_corrupt)
         except av.FFmpegError:
             self._damaged = True  # a damaged tail: index what could be read
+        self._damaged |= bool(logged)
         if not pts:
             raise MediaError(f"{self._path}: the video stream has no packets")
         return (np.array(pts, np.int64), np.array(dts, np.int64), np.array(pos, np.int64),
@@ -388,6 +402,22 @@ class SoftwareBackend(Backend):
 
     def _index_by_decoding(self, pkt_pts: np.ndarray, pkt_dts: np.ndarray, pkt_pos: np.ndarray,
                            pkt_flags: np.ndarray, tb: Fraction) -> FrameIndex:
+        """Index by a sequential decode on one thread, reading the decoder's error messages.
+
+        One thread because this decode is the stream's only check: a stream indexed by demuxing
+        gets its first frames verified, this one is never compared with anything. Frame threads
+        would hide errors the decoder only logs (H.264 "co located POCs unavailable", HEVC
+        "Could not find ref"), and a frame's corrupt flag races with its output there.
+        """
+        self._indexing = True
+        try:
+            return self._decode_all(pkt_pts, pkt_dts, pkt_pos, pkt_flags, tb)
+        finally:
+            self._indexing = False
+            self._open_container()  # back to the configured threading
+
+    def _decode_all(self, pkt_pts: np.ndarray, pkt_dts: np.ndarray, pkt_pos: np.ndarray,
+                    pkt_flags: np.ndarray, tb: Fraction) -> FrameIndex:
         self._index = None
         self._rewind()
         shown: list[int] = []
@@ -425,42 +455,65 @@ class SoftwareBackend(Backend):
         else:
             fpts, stamps = np.array(frame_pts, np.int64), "container"
         starts = compute_starts(frame_packet, pkt_pts, pkt_flags)
-        unstable = self._unstable_packets(shown, hashes, n_pkt) if hashes is not None else []
-        if self._errors or unstable:
-            pkt_flags = _mark_damaged(pkt_flags, frame_packet, starts, self._errors)
-            pkt_flags[unstable] |= DAMAGED
         index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, pkt_flags, frame_packet, fpts, starts, tb,
                            "decode", stamps, damaged=self._damaged)
         index.validate()
+        if hashes is None:
+            return index
+        unstable = self._unstable_packets(index, hashes)
+        if not (self._errors or unstable):
+            return index
+        flags = _mark_damaged(pkt_flags, frame_packet, starts, self._errors)
+        flags[unstable] |= DAMAGED
+        index = FrameIndex(pkt_pts, pkt_dts, pkt_pos, flags, frame_packet, fpts, starts, tb,
+                           "decode", stamps, damaged=True)
+        index.validate()
         return index
 
-    def _unstable_packets(self, shown: list[int], hashes: list[bytes], n_pkt: int) -> list[int]:
-        """Packets whose picture differs between two sequential decodes of a damaged stream.
+    def _unstable_packets(self, index: FrameIndex, hashes: list[bytes]) -> list[int]:
+        """Packets of a damaged stream whose picture a decode from its start packet does not
+        reproduce exactly.
 
-        Damage a decoder does not notice can leave parts of a picture unwritten (an HEVC slice
-        header bit flip; no error, no corrupt flag): they show whatever the recycled buffer
-        held, which depends on the frames someone still holds, so no exact picture exists. The
-        first decode released every frame at once; this one holds the last ``HOLD_FRAMES``, so
-        the decoder draws other buffers. Only damaged streams pay for it.
+        The first decode went sequentially from packet 0. This one decodes each group of frames
+        that share a start packet from that packet, after a flush, as a seek does, so:
+
+        * damage a decoder does not notice but that carries over a keyframe (a parameter set,
+          a reference the keyframe's successors still use) shows as a different picture;
+        * damage that leaves parts of a picture unwritten (an HEVC slice header bit flip; no
+          error, no corrupt flag) shows too: those parts keep whatever the recycled buffer
+          held, which depends on the frames someone still holds, and this decode holds the
+          last ``HOLD_FRAMES`` where the first released every frame at once.
+
+        Either way no exact picture exists from that start. Only damaged streams pay for this.
         """
-        first = dict(zip(shown, hashes, strict=True))
+        first = dict(zip(index.frame_packet.tolist(), hashes, strict=True))
         errors = list(self._errors)
         held: collections.deque[Any] = collections.deque(maxlen=HOLD_FRAMES)
         unstable: set[int] = set()
-        seen: set[int] = set()
-        self._rewind()
-        for pos, frames in self._feed_all():
-            if pos is not None and pos >= n_pkt:
-                break
-            for f in frames:
-                fpos = _frame_pos(f)
-                if fpos in first:
-                    seen.add(fpos)
-                    if _picture_hash(f) != first[fpos]:
-                        unstable.add(fpos)
-                held.append(f)
-        self._errors = errors  # the second decode reports the same errors again
-        return sorted(unstable | (set(first) - seen))
+        self.use_index(index)  # _seek positions by the index's byte positions and timestamps
+        for start in np.unique(index.frame_start).tolist():
+            members = set(index.frame_packet[index.frame_start == start].tolist())
+            last = max(members)
+            try:
+                self._seek(start)
+            except DecodeError:  # the demuxer does not get there again: no decode from there
+                unstable |= members
+                continue
+            for pos, frames in self._feed_all():
+                for f in frames:
+                    fpos = _frame_pos(f)
+                    if fpos in members:
+                        members.discard(fpos)
+                        if _picture_hash(f) != first[fpos]:
+                            unstable.add(fpos)
+                    held.append(f)
+                # a frame that has not come out well after its packet never will from here
+                if not members or pos is None or pos > last + MAX_DELAY:
+                    break
+            unstable |= members
+        self._index = None
+        self._errors = errors  # the same errors again, and errors of concealment from a seek
+        return sorted(unstable)
 
     def use_index(self, index: FrameIndex) -> None:
         if index.damaged and not self._damaged:
@@ -521,7 +574,7 @@ class SoftwareBackend(Backend):
             logged: list[tuple[int, str, str]] = []
             try:
                 if self._single:
-                    with _decoder_errors() as logged:
+                    with _logged_errors() as logged:
                         frames = self._decode_packet(pkt)
                 else:
                     frames = self._decode_packet(pkt)
@@ -622,8 +675,7 @@ class SoftwareBackend(Backend):
         if not 0 <= i < idx.frame_count:
             raise IndexError(i)
         start = self._start_for(i)
-        warm = (self._run_start is not None and not self._eof
-                and self._run_start <= start <= self._next_pos and i >= self._expected)
+        warm = self._warm_for(i, start)
         while True:
             if not warm:
                 self._seek(start)
@@ -664,15 +716,24 @@ class SoftwareBackend(Backend):
             return False
         if index in self._kept:
             return True
-        start = int(idx.frame_start[index])
-        warm = (self._run_start is not None and not self._eof
-                and self._run_start <= start <= self._next_pos and index >= self._expected)
-        if not warm:
+        if not self._warm_for(index, int(idx.frame_start[index])):
             return False
         try:
             return self._decode_run(index) is not None
         except _BadStart:
             return False
+
+    def _warm_for(self, i: int, start: int) -> bool:
+        """Can the current decode run reach frame ``i`` (start packet ``start``) by going on?
+
+        On a damaged stream only a run from the very start or from the frame's own start packet
+        qualifies: those are the decodes the index checked (``_unstable_packets``); a run from an
+        earlier keyframe carries decoder state over the damage that no decode compared.
+        """
+        run = self._run_start
+        if run is None or self._eof or not run <= start <= self._next_pos or i < self._expected:
+            return False
+        return not self._damaged or run in (0, start)
 
     def _start_for(self, i: int) -> int:
         """The index's start packet for frame ``i``, or an earlier keyframe if that one failed."""
@@ -696,6 +757,8 @@ class SoftwareBackend(Backend):
                     found = f
             if found is not None:
                 return found
+            if self._expected > target:
+                return None  # it came out, but not from a start it may be served from
         self._eof = True
         if self._run_start != 0 and self._expected <= target:
             raise _BadStart(self._expected, target + 1)
@@ -744,6 +807,8 @@ class SoftwareBackend(Backend):
         self._expected += 1
         if self._first_frame is None and j == 0:
             self._first_frame = f
+        if self._damaged and not sequential and idx.frame_start[j] != self._run_start:
+            return None  # from an earlier start than its own: unchecked (see _warm_for)
         self._keep(j, f)
         return j
 

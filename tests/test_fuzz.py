@@ -48,8 +48,8 @@ def test_campaign_finds_no_wrong_exact_frame(campaign: dict) -> None:
     assert campaign["wrong_exact"] == 0, campaign["findings"]
 
 
-def _mutated(seed: int, number: int, directory: Path) -> Path:
-    clips = {name: corpus.make_clip(name, directory) for name in corpus.CLIP_NAMES}
+def _mutated(seed: int, number: int, directory: Path, clip_dir: Path) -> Path:
+    clips = {name: corpus.make_clip(name, clip_dir) for name in corpus.CLIP_NAMES}
     recipe = fuzz._recipe(fuzz.FuzzConfig(seed=seed), number, sorted(clips))
     return fuzz.build_file(recipe, clips, directory)
 
@@ -79,22 +79,33 @@ def _exact_or_refused(path: Path, cache_dir: Path, order: str = "forward") -> tu
     # the last frame concealed: frame threads did not always flag it corrupt
     (1, 56, "odd_dims_h264_444"),
 ])
-def test_damaged_frames_are_exact_or_refused(seed, number, clip, tmp_path, cache_dir) -> None:
-    path = _mutated(seed, number, tmp_path)
+def test_damaged_frames_are_exact_or_refused(seed, number, clip, tmp_path, clip_dir,
+                                               cache_dir) -> None:
+    path = _mutated(seed, number, tmp_path, clip_dir)
     assert clip in path.name
     _exact_or_refused(path, cache_dir)
 
 
-def test_frame_lost_by_reindexing_is_a_typed_error(tmp_path, cache_dir) -> None:
-    """A deadline request for a frame that a re-index (found damage) removed: typed error."""
-    path = _mutated(2, 258, tmp_path)  # 90 frames by demux, 74 by a sequential decode
+def test_frames_a_sequential_decode_drops_are_never_numbered(tmp_path, clip_dir,
+                                                             cache_dir) -> None:
+    """Packets of a damaged file that no frame comes from: 90 packets demuxed, 74 frames from a
+    sequential decode. The demuxer's error messages mark the stream damaged at open, so the clip
+    has 74 frames from the first request on; asking past them is a typed error, with or
+    without a deadline, and never a frame."""
+    path = _mutated(2, 258, tmp_path, clip_dir)
+    reference = list(fuzz._sequential_decode(str(path)))
     with phast.open(path, cache_dir=cache_dir, proxies=False) as clip:
-        n = len(clip)
-        clip.frame(71)
-        clip.frame(14)
-        with pytest.raises((phast.FrameOutOfRange, phast.DecodeError)):
-            for i in range(74, n):
-                clip.frame(i, deadline=0.25)
+        assert len(clip) == len(reference) == 74
+        for i in (71, 14):
+            try:
+                with clip.frame(i) as f:
+                    assert np.array_equal(f.array, reference[i])
+            except phast.DecodeError:
+                pass
+        with pytest.raises(phast.FrameOutOfRange):
+            clip.frame(74, deadline=0.25)
+        with pytest.raises(phast.FrameOutOfRange):
+            clip.frame(80)
 
 
 @pytest.mark.parametrize(("seed", "number", "clip", "order"), [
@@ -109,12 +120,46 @@ def test_frame_lost_by_reindexing_is_a_typed_error(tmp_path, cache_dir) -> None:
     (2, 245, "hevc_open_gop", "forward"),
     # HEVC: the demux index (87 frames) is verified, then a decode from the start gives 84
     (2, 80, "hevc_open_gop", "forward"),
+    # ... and in shuffled order a frame past the verified prefix was served from a seek before
+    # any decode from the start disagreed: the Matroska demuxer's error messages now mark the
+    # stream damaged before anything is served
+    (2, 80, "hevc_open_gop", "shuffled"),
+    (2, 545, "hevc_open_gop", "shuffled"),
+    (3, 95, "hevc_open_gop", "shuffled"),
+    (2, 335, "hevc_open_gop", "shuffled"),
+    # HEVC indexed by decoding (duplicate timestamps): "Could not find ref with POC" is only
+    # logged, which a frame-threaded index pass could not read; a decode from the keyframe after
+    # the damage gave other pictures than the sequential decode
+    (1, 260, "hevc_open_gop", "shuffled"),
+    (1, 320, "hevc_open_gop", "shuffled"),
+    # raw H.264 without timestamps, indexed by decoding: "co located POCs unavailable" and
+    # "mmco: unref short failure" are only logged
+    (1, 114, "no_timestamps", "forward"),
+    (1, 249, "no_timestamps", "shuffled"),
+    (2, 444, "no_timestamps", "forward"),
 ])
-def test_silent_damage_is_refused_not_served(seed, number, clip, order, tmp_path,
+def test_silent_damage_is_refused_not_served(seed, number, clip, order, tmp_path, clip_dir,
                                              cache_dir) -> None:
     """Damage FFmpeg reports only in its log, or not at all: no EXACT frame that differs from
     the sequential decode, and the frames that would have differed are refused."""
-    path = _mutated(seed, number, tmp_path)
+    path = _mutated(seed, number, tmp_path, clip_dir)
     assert clip in path.name
     exact, refused = _exact_or_refused(path, cache_dir, order)
     assert refused > 0 and exact > 0
+
+
+@pytest.mark.parametrize("name", [n for n in corpus.CLIP_NAMES if n != "audio_only"])
+def test_valid_clips_are_not_taken_for_damaged(name, clip_dir) -> None:
+    """The checks that find damage (demuxer and decoder error messages, corrupt flags, the
+    prefix verification) stay silent on every valid clip: it keeps frame-threaded decoding and
+    pays for no second decode."""
+    from backends.software import SoftwareBackend
+
+    backend = SoftwareBackend(str(corpus.make_clip(name, clip_dir)), stream=0, options={},
+                              progress=lambda: None)
+    try:
+        index = backend.build_index()
+    finally:
+        backend.close()
+    assert not index.damaged
+    assert not any(index.is_damaged(i) for i in range(index.frame_count))
