@@ -608,6 +608,11 @@ class SoftwareBackend(Backend):
         if start == 0 or not self._pos_known:
             self._rewind()
         else:
+            if self._damaged:
+                # A fresh decoder: a flushed one keeps what it parsed before (HEVC parameter
+                # sets), so on a damaged stream its pictures from here would depend on which
+                # requests came before; fresh, they are the ones the index checked.
+                self._open_container()
             landed = False
             for candidate in self._seek_candidates(start):
                 try:
