@@ -40,10 +40,6 @@ def test_campaign_covers_every_codec(campaign: dict) -> None:
     assert sum(campaign["open_failed_typed"].values()) > 0  # some mutations must be fatal
 
 
-@pytest.mark.xfail(reason="damage that FFmpeg only logs from frame threads (a decode-built index "
-                   "of a stream without timestamps), and frames dropped by a sequential decode "
-                   "in GOPs a seek never decodes, can still give wrong EXACT frames",
-                   strict=False)
 def test_campaign_finds_no_wrong_exact_frame(campaign: dict) -> None:
     assert campaign["wrong_exact"] == 0, campaign["findings"]
 
