@@ -240,23 +240,34 @@ class Clip:
                     not job.future.done() or job.future.exception() is None):
                 job.supersedable = job.supersedable and supersedable
                 job.governed = job.governed and supersedable  # a blocking call is an order
-                if priority < job.priority:
+                now = job.held and delay <= 0  # a delayed decode that is wanted now
+                if now:
+                    job.held = False
+                    job.priority = min(job.priority, priority)
+                elif priority < job.priority:
                     s.worker.promote(job, priority)  # a prefetch became the playhead
-                return job
-            work = s.decode_work(i)
-            job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
-                      failed=s.frame_failed(i), priority=priority)
-            job.supersedable = supersedable
-            # Deadline requests and prefetches spend the clip's budget only when admitted; a
-            # blocking frame() is charged but never refused.
-            job.account, job.kind, job.work = s.account, "exact", max(1, work)
-            job.governed = supersedable or priority != PLAYHEAD
-            s.pending[(i, fmt)] = job
+                shared = True
+            else:
+                work = s.decode_work(i)
+                job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
+                          failed=s.frame_failed(i), priority=priority)
+                job.supersedable = supersedable
+                # Deadline requests and prefetches spend the clip's budget only when admitted;
+                # a blocking frame() is charged but never refused.
+                job.account, job.kind, job.work = s.account, "exact", max(1, work)
+                job.governed = supersedable or priority != PLAYHEAD
+                job.held = delay > 0
+                s.pending[(i, fmt)] = job
+                shared = now = False
+        if shared:
+            if now:
+                _submit(s, job)
+            return job
         # The callback must not capture `job`: future -> callback -> job -> future would be a
         # cycle keeping the decoded frame (and its slot) alive until a garbage collection.
         job.future.add_done_callback(lambda f: _exact_done(s, i, fmt, f))
         if delay > 0:
-            _later.call(delay, _submit_unless_cancelled, s, job)
+            _later.call(delay, _submit_held, s, job)
         else:
             s.worker.submit(job)
         return job
@@ -349,6 +360,7 @@ def _close(session: Session, builder: ProxyBuilder | None) -> None:
         builder.stop()
         builder.session.close()
     session.close()
+    _later.forget(session)
     governor, account = session.pool.governor, session.account
     if governor is not None and account is not None:
         governor.close_account(account)
@@ -385,12 +397,32 @@ class _Later:
                 fn(*args)
             except Exception:  # one failed call must not stop the others
                 log.exception("delayed call failed")
+            # Not held while waiting for the next call: the arguments (a clip's session and its
+            # job, whose result is a frame) would keep a closed clip's slot mapped.
+            del fn, args
+
+    def forget(self, owner: object) -> None:
+        """Drop the calls whose first argument is ``owner`` (a clip that closes)."""
+        with self._cond:
+            kept = [e for e in self._heap if not (e[3] and e[3][0] is owner)]
+            if len(kept) != len(self._heap):
+                heapq.heapify(kept)
+                self._heap[:] = kept
 
 
 _later = _Later()
 
 
-def _submit_unless_cancelled(s: Session, job: Job) -> None:
+def _submit_held(s: Session, job: Job) -> None:
+    """A delayed decode's time has come: queue it, unless a request queued it already."""
+    with s._lock:
+        if not job.held:
+            return
+        job.held = False
+    _submit(s, job)
+
+
+def _submit(s: Session, job: Job) -> None:
     if not job.future.cancelled() and not s.closed:
         with contextlib.suppress(PhastError):  # the pool shut down meanwhile
             s.worker.submit(job)

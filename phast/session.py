@@ -366,6 +366,8 @@ class Session:
         if self.ram_frames == 0:
             return
         with self._lock:
+            if self.closed:
+                return  # a decode that finished after close(): its slot goes back now
             self.ram[(i, fmt)] = frame.sibling()
             self.ram.move_to_end((i, fmt))
             while len(self.ram) > self.ram_frames:
@@ -389,6 +391,8 @@ class Session:
         for array in (own.array, *own.planes):
             array.setflags(write=False)  # handed out again: nobody may paint over it
         with self._lock:
+            if self.closed:
+                return
             self.proxy_ram[(shows, fmt)] = own
             self.proxy_ram.move_to_end((shows, fmt))
             while len(self.proxy_ram) > PROXY_RAM:
@@ -411,6 +415,7 @@ class Session:
             for frame in self.ram.values():
                 frame.release()
             self.ram.clear()
+            self.proxy_ram.clear()
         self.slots.close()
 
 

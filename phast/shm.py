@@ -26,6 +26,7 @@ import mmap
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,14 +47,22 @@ class Slot:
         self.id = slot_id
         self.size = _round_up(size)
         self.fd: int | None = os.memfd_create(f"phast-slot-{slot_id}", os.MFD_CLOEXEC)
-        # Pages are allocated on first touch: an oversized slot costs address space, not memory.
-        os.ftruncate(self.fd, self.size)
-        self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # A slot dropped without close() (its pool collected as garbage) must not leave the
+        # descriptor open: the mapping dies with the mmap object, the fd only with this.
+        self._close_fd = weakref.finalize(self, os.close, self.fd)
+        try:
+            # Pages are allocated on first touch: an oversized slot costs address space only.
+            os.ftruncate(self.fd, self.size)
+            self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            self._close_fd()
+            raise
         self.buffer = np.frombuffer(self.map, dtype=np.uint8)
 
     def close(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            self._close_fd()
             self.fd = None
         self.buffer = np.empty(0, np.uint8)
         # A caller may still hold an array on it: then the mapping dies with that array.
@@ -121,11 +130,20 @@ class SlotPool:
             else:
                 self._free.add(slot_id)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock with returns taken back on entry, and again after letting go."""
+        try:
+            with self._lock:
+                self._drain()
+                yield
+        finally:
+            self._drain_soon()
+
     def grant(self, nbytes: int) -> Slot:
         """A slot of at least ``nbytes`` that nobody else uses until it is given back."""
         for attempt in range(2):
-            with self._lock:
-                self._drain()
+            with self._locked():
                 fit = [s for s in self._free if self._slots[s].size >= nbytes]
                 if fit:
                     slot_id = min(fit)
@@ -151,7 +169,13 @@ class SlotPool:
     def give_back(self, slot_id: int) -> None:
         """Return a slot (from any thread, finalizers included; never blocks)."""
         self._returned.append(slot_id)
-        if self._lock.acquire(blocking=False):
+        self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        """Drain returns unless another thread holds the lock; then that thread does it when it
+        lets go (every holder calls this after releasing), so no return waits for a grant that
+        may never come -- after :meth:`close` none does."""
+        while self._returned and self._lock.acquire(blocking=False):
             try:
                 self._drain()
             finally:
@@ -159,13 +183,12 @@ class SlotPool:
 
     @property
     def leased(self) -> int:
-        with self._lock:
-            self._drain()
+        with self._locked():
             return len(self._slots) - len(self._free)
 
     def close(self) -> None:
         """Close free slots now; leased ones close when their last array goes."""
-        with self._lock:
+        with self._locked():
             self._closed = True
             self._drain()
             for slot_id in list(self._free):

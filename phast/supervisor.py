@@ -286,6 +286,7 @@ class Job:
         self.governed = False
         self.reserved_j = 0.0  #: estimate reserved at admission, released when charged
         self.cpu_s = 0.0  #: worker CPU seconds measured while it ran
+        self.held = False  #: created with a delay and not yet handed to a worker (phast.clip)
         self._failed = failed
 
     def __lt__(self, other: Job) -> bool:

@@ -74,21 +74,25 @@ class Request:
         exact = _result(self._exact)
         if exact is not None:
             return exact.sibling()
-        fallback = self._start_fallback()
+        pending = self._start_fallback()
         end = self.deadline_at - RETURN_MARGIN
         left = end - time.monotonic()
-        both: list[cf.Future[Any]] = [self._exact, fallback]
+        both: list[cf.Future[Any]] = [self._exact, pending]
         if left > 0:
             # Take EXACT if it lands before the deadline; else the fallback once it is ready.
             cf.wait(both, timeout=left, return_when=cf.FIRST_COMPLETED)
             exact = _result(self._exact)
-            if exact is None and not fallback.done():
+            if exact is None and not pending.done():
                 cf.wait(both, timeout=max(0.0, end - time.monotonic()),
                         return_when=cf.FIRST_COMPLETED)
         exact = _result(self._exact)
         if exact is not None:
             return exact.sibling()
-        lower = _result(fallback)
+        lower = _result(pending)
+        if lower is None:
+            # The fallback found nothing, or is still in the store or on a busy machine: what
+            # memory holds costs no I/O and is always affordable at the deadline.
+            lower = fallback(self._session, self.index, self.format, stored=False)
         return lower if lower is not None else blank(self._session, self.index, self.format)
 
     def _start_fallback(self) -> cf.Future[Frame | None]:
@@ -104,9 +108,12 @@ def _result(future: cf.Future[Any]) -> Any:
     return None if future.exception() is not None else future.result()
 
 
-def fallback(session: Session, i: int, fmt: str) -> Frame | None:
-    """PROXY of frame ``i``, else its KEYFRAME (exact from RAM, else proxy), else None."""
-    proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY)
+def fallback(session: Session, i: int, fmt: str, *, stored: bool = True) -> Frame | None:
+    """PROXY of frame ``i``, else its KEYFRAME (exact from RAM, else proxy), else None.
+
+    ``stored=False`` looks in memory only (no proxy store read, no image worker).
+    """
+    proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY, stored)
     if proxy is not None:
         return proxy
     k = keyframe_for(session, i)
@@ -114,7 +121,7 @@ def fallback(session: Session, i: int, fmt: str) -> Frame | None:
     if exact is not None:
         return exact.sibling(index=i, quality=Quality.KEYFRAME, shows=k,
                              pts=_pts(session, i), time=_time(session, i))
-    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME)
+    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME, stored)
 
 
 def keyframe_for(session: Session, i: int) -> int:
@@ -130,7 +137,7 @@ def keyframe_for(session: Session, i: int) -> int:
 
 
 def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
-                 quality: Quality) -> Frame | None:
+                 quality: Quality, stored: bool = True) -> Frame | None:
     """Frame ``shows``'s proxy standing in for frame ``i``: from memory, else decoded from the
     store on the image worker when the clip's power budget can pay for it; else None."""
     cached = session.proxy_ram_get(shows, fmt)
@@ -138,7 +145,8 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         return cached.sibling(index=i, quality=quality, shows=shows, pts=_pts(session, i),
                               time=_time(session, i))
     store = session.store
-    if store is None or session.identity is None or session.proxy_known_missing(shows):
+    if not stored or store is None or session.identity is None \
+            or session.proxy_known_missing(shows):
         return None
     entry = store.get_proxy(session.identity, session.stream, session.proxy_spec.key, shows)
     if entry is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -132,3 +133,69 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_slot_dropped_without_close_closes_its_descriptor() -> None:
+    from phast.shm import SlotPool
+
+    slots = SlotPool(max_slots=2)
+    slot = slots.grant(4096)
+    fd, inode = slot.fd, os.fstat(slot.fd).st_ino
+    del slots, slot
+    gc.collect()
+    try:
+        reused = os.fstat(fd).st_ino != inode  # the number went to another file meanwhile
+    except OSError:
+        reused = True  # closed
+    assert reused
+
+
+def test_a_closed_clip_gives_every_slot_back(make, cache_dir, pool) -> None:
+    """Decodes that finish after close(), delayed or not, leave no slot mapped or open."""
+    clip = phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, proxies=False)
+    session = clip._session
+    made: list[object] = []
+    grant = session.slots.grant
+    session.slots.grant = lambda n: made.append(grant(n)) or made[-1]  # type: ignore[method-assign]
+    clip.frame(2)
+    for i in (30, 50, 70, 85):
+        clip._exact_job(i, "rgb24", supersedable=False, delay=0.01 * (i % 7))
+    time.sleep(0.1)
+    clip.close()
+    time.sleep(0.5)
+    gc.collect()
+    assert made and all(s.fd is None for s in made), [s.fd for s in made]
+
+
+def test_a_blocking_frame_does_not_wait_for_a_delayed_decode(make, cache_dir, pool) -> None:
+    ref = reference_frames(make(CLIP))
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, proxies=False) as clip:
+        held = clip._exact_job(40, "rgb24", supersedable=True, delay=60.0)
+        t = time.monotonic()
+        f = clip.frame(40)
+        assert time.monotonic() - t < 30  # not the 60 s delay (a decode takes milliseconds)
+        assert held.future.done() and np.array_equal(f.array, ref[40])
+
+
+def test_delayed_calls_do_not_keep_their_arguments() -> None:
+    import weakref
+
+    from phast.clip import _later
+
+    class Owner:
+        pass
+
+    ran, forgotten = Owner(), Owner()
+    seen = []
+    _later.call(0.0, seen.append, ran)
+    _later.call(60.0, seen.append, forgotten)
+    refs = weakref.ref(ran), weakref.ref(forgotten)
+    _later.forget(forgotten)
+    del ran, forgotten
+    end = time.monotonic() + 10
+    while not seen and time.monotonic() < end:
+        time.sleep(0.01)
+    seen.clear()
+    time.sleep(0.05)
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None

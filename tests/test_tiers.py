@@ -82,6 +82,27 @@ def test_exact_keyframe_from_ram(make, cache_dir, pool) -> None:
         assert np.array_equal(f.array, ref[60])  # full size: the keyframe itself, exact
 
 
+def test_keyframe_from_ram_while_the_store_is_slow(make, cache_dir, pool) -> None:
+    """A proxy-store read that outlasts the deadline (a cold disk, a busy machine) does not
+    turn a keyframe that memory holds into a BLANK."""
+    ref = reference_frames(make(CLIP))
+    with _open(make, cache_dir, pool, proxies=False) as clip:
+        clip.frame(60)
+        store = clip._session.store
+        read = store.get_proxy
+
+        def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(1.0)
+            return read(*args, **kwargs)
+
+        store.get_proxy = slow
+        os.kill(clip.worker_pid, signal.SIGSTOP)
+        f, took = _timed(clip, 75, 0.05)
+        assert took < 0.05 + SLACK
+        assert f.quality is phast.Quality.KEYFRAME and f.shows == 60
+        assert np.array_equal(f.array, ref[60])
+
+
 def test_proxy_and_keyframe_tiers_do_not_lie(make, cache_dir, pool) -> None:
     ref = reference_frames(make(CLIP))
     with _open(make, cache_dir, pool, proxies=False) as clip:
