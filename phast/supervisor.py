@@ -314,6 +314,9 @@ class Worker:
         self.proc: Process | None = None
         self.restarts = 0
         self.last_failure: str | None = None
+        #: ``time.monotonic()`` when the job now running started (None: idle). A job that has
+        #: run far longer than its kind takes means a stalled or (re)starting process.
+        self.busy_since: float | None = None
         self._queue: list[Job] = []  # a heap by (priority, submission order)
         self._cond = threading.Condition()
         self._stopping = False
@@ -339,6 +342,11 @@ class Worker:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    def busy_for(self) -> float:
+        """Seconds the running job has taken so far (0.0 when idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     # -- the I/O thread -------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
@@ -362,7 +370,11 @@ class Worker:
                     self._cond.wait(ADMISSION_RETRY)
                     continue
             if job.future.set_running_or_notify_cancel():
-                self._execute(job)
+                self.busy_since = time.monotonic()
+                try:
+                    self._execute(job)
+                finally:
+                    self.busy_since = None
             elif self.pool.governor is not None:
                 self.pool.governor.release(job)  # cancelled after admission: give back
             # Drop it now, not at the next job: its future holds the result, and a result can

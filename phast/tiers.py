@@ -40,6 +40,11 @@ FALLBACK_RESERVE = 0.020
 #: Seconds before the deadline at which ``Request.frame()`` stops waiting, so that thread
 #: wake-up delays on a busy machine still land the return inside the deadline.
 RETURN_MARGIN = 0.006
+#: Seconds the image worker may be busy with one job before fallbacks stop queueing on it (a
+#: stored proxy decodes in ~2-5 ms; longer means a stopped, hung or restarting process, and a
+#: request that waited for it would answer from memory only at its deadline, with no slack
+#: left for a late thread wake-up).
+IMAGE_STALLED = 0.1
 _helpers = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phast-tier")
 
 
@@ -98,7 +103,8 @@ class Request:
     def _start_fallback(self) -> cf.Future[Frame | None]:
         with self._lock:
             if self._fallback is None:
-                self._fallback = _helpers.submit(fallback, self._session, self.index, self.format)
+                self._fallback = _helpers.submit(fallback, self._session, self.index,
+                                                 self.format, until=self.deadline_at)
             return self._fallback
 
 
@@ -108,12 +114,14 @@ def _result(future: cf.Future[Any]) -> Any:
     return None if future.exception() is not None else future.result()
 
 
-def fallback(session: Session, i: int, fmt: str, *, stored: bool = True) -> Frame | None:
+def fallback(session: Session, i: int, fmt: str, *, stored: bool = True,
+             until: float | None = None) -> Frame | None:
     """PROXY of frame ``i``, else its KEYFRAME (exact from RAM, else proxy), else None.
 
-    ``stored=False`` looks in memory only (no proxy store read, no image worker).
+    ``stored=False`` looks in memory only (no proxy store read, no image worker); ``until`` (a
+    ``time.monotonic()`` value) is when an image-worker decode stops being worth waiting for.
     """
-    proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY, stored)
+    proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY, stored, until)
     if proxy is not None:
         return proxy
     k = keyframe_for(session, i)
@@ -121,7 +129,7 @@ def fallback(session: Session, i: int, fmt: str, *, stored: bool = True) -> Fram
     if exact is not None:
         return exact.sibling(index=i, quality=Quality.KEYFRAME, shows=k,
                              pts=_pts(session, i), time=_time(session, i))
-    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME, stored)
+    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME, stored, until)
 
 
 def keyframe_for(session: Session, i: int) -> int:
@@ -137,7 +145,8 @@ def keyframe_for(session: Session, i: int) -> int:
 
 
 def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
-                 quality: Quality, stored: bool = True) -> Frame | None:
+                 quality: Quality, stored: bool = True,
+                 until: float | None = None) -> Frame | None:
     """Frame ``shows``'s proxy standing in for frame ``i``: from memory, else decoded from the
     store on the image worker when the clip's power budget can pay for it; else None."""
     cached = session.proxy_ram_get(shows, fmt)
@@ -166,7 +175,14 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
     job.account, job.kind = session.account, "image"
     try:
         worker = session.pool.image_worker()
-        frame: Frame = worker.submit(job).result()
+        if worker.busy_for() > IMAGE_STALLED:
+            return None  # stopped, hung or restarting: memory's tiers answer without waiting
+        future = worker.submit(job)
+        wait = None if until is None else max(0.0, until - time.monotonic())
+        frame: Frame = future.result(timeout=wait)
+    except cf.TimeoutError:
+        future.cancel()  # still queued: never decoded (running: its result is dropped)
+        return None
     except Exception:
         return None
     if quality is Quality.KEYFRAME or shows in session.keyframe_set:
