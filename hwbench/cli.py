@@ -277,9 +277,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         workers=args.workers, progress=not args.quiet, deadline=args.deadline,
         proxies=not args.no_proxies)
     report = compare.run_compare(path, cfg, peers, verify_every=args.verify_every)
-    print(compare.format_table(report))
-    if args.json:
+    if args.json:  # first: a long run's figures must survive a failure to print them
         compare.write_json(report, args.json)
+    print(compare.format_table(report))
     return 0
 
 

@@ -185,3 +185,11 @@ def test_help_does_not_import_heavy_modules() -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert "--verify-every" in done.stdout and "RUN.json" in done.stdout
+
+
+def test_the_table_prints_every_peer_and_the_budget(compared: dict[str, Any]) -> None:
+    table = compare.format_table(compared)
+    for name in compared["peers"]:
+        assert any(line.startswith(name) for line in table.splitlines()), name
+    budget = compared["budget"]
+    assert f"budget {100 * budget:g}% = {budget * compared['tdp_w']:.2f} W" in table
