@@ -161,7 +161,7 @@ class Process:
                                    f"{protocol.VERSION!r}: restart the editor after upgrading")
         self.sandbox: dict[str, str] = {str(k): str(v) for k, v in
                                         (ready.get("sandbox") or {}).items()}
-        self.ready_cpu_s = _cpu_or_zero(self.pid)  #: start-up cost, not charged to any budget
+        self.ready_cpu_s = _cpu_or_zero(self.pid)  #: start-up CPU (phast.governor charges it)
 
     # -- low level ----------------------------------------------------------------------------
     def send(self, msg: dict[str, Any], blobs: list[bytes] | None = None,

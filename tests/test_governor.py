@@ -120,7 +120,7 @@ def test_priorities_playhead_before_prefetch_before_build(gov) -> None:
 def test_charges_follow_worker_cpu_time(gov) -> None:
     g, clock = gov
     a, b = g.open_account(0.10, "a"), g.open_account(0.20, "b")
-    proc = SimpleNamespace(pid=4242, ready_cpu_s=1.0)  # 1 s of start-up: never charged
+    proc = SimpleNamespace(pid=4242, ready_cpu_s=1.0)  # 1 s of start-up, for this job
     worker = _Worker(1, proc)
     clock.cpu[4242] = 1.0
     job = _job(a, PLAYHEAD, "exact", work=4)
@@ -129,7 +129,9 @@ def test_charges_follow_worker_cpu_time(gov) -> None:
     g.job_started(worker, job)  # type: ignore[arg-type]
     clock.cpu[4242] = 1.2  # the decode took 0.2 CPU s = 1.5 J
     g.job_finished(worker, job)  # type: ignore[arg-type]
-    assert a.spent_by == {"exact": pytest.approx(1.5)} and a.reserved_j == 0.0
+    # the start-up goes to the job's clip, apart from the job's own cost
+    assert a.spent_by == {"exact": pytest.approx(1.5), "startup": pytest.approx(7.5)}
+    assert a.reserved_j == 0.0
     assert a.costs["exact"].per_unit == pytest.approx(0.010 + 0.5 * (0.05 - 0.010))
     # idle read-ahead after the job goes to the worker's last account, at the next tick
     clock.cpu[4242] = 1.3
@@ -150,6 +152,30 @@ def test_charges_follow_worker_cpu_time(gov) -> None:
     g.job_finished(worker, job2)  # type: ignore[arg-type]
     g.tick()
     assert b.spent_by["editor"] == pytest.approx(0.15) and "editor" not in a.spent_by
+    # a fallback's proxy decode is not refused by admission, but it is paid for
+    assert b.spent_by["image"] == pytest.approx(0.01 * 7.5)
+
+
+def test_a_process_started_for_opening_is_not_charged(gov) -> None:
+    g, clock = gov
+    a = g.open_account(0.10, "a")
+    worker = _Worker(1, SimpleNamespace(pid=5151, ready_cpu_s=0.4))
+    clock.cpu[5151] = 0.4
+    opening = Job(lambda proc: None)  # the index scan: no account
+    g.job_started(worker, opening)  # type: ignore[arg-type]
+    g.job_finished(worker, opening)  # type: ignore[arg-type]
+    job = _job(a, PLAYHEAD, "exact")
+    g.job_started(worker, job)  # type: ignore[arg-type]
+    clock.cpu[5151] = 0.5
+    g.job_finished(worker, job)  # type: ignore[arg-type]
+    assert a.spent_by == {"exact": pytest.approx(0.75)}
+    # a restart for a clip's job is that clip's
+    worker.proc = SimpleNamespace(pid=5152, ready_cpu_s=0.4)
+    clock.cpu[5152] = 0.4
+    retry = _job(a, PLAYHEAD, "exact")
+    g.job_started(worker, retry)  # type: ignore[arg-type]
+    g.job_finished(worker, retry)  # type: ignore[arg-type]
+    assert a.spent_by["startup"] == pytest.approx(3.0)
 
 
 def test_reconciles_with_a_measured_meter(gov) -> None:
@@ -220,7 +246,8 @@ def test_budget_holds_background_building_and_deadlines(clip360: Path, tmp_path:
         # one job may overrun its estimate; 1 J of slack (0.13 CPU s) covers it, while an
         # ungoverned build of this clip takes ~1-2 CPU s in the same window
         assert used * 7.5 <= allowed_j + 1.0, (used, power)
-        assert power["spent_j"] <= allowed_j + 1.0
+        # what the refill paid for (a worker started meanwhile is a one-off debt, repaid later)
+        assert power["spent_j"] - power["spent_by"].get("startup", 0.0) <= allowed_j + 1.0
         assert done < planned  # building is held back, not finished
         assert phast.Quality.EXACT not in qualities or power["admitted"].get("exact", 0) > 0
         assert power["denied"], power  # the governor said no to something
