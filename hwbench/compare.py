@@ -320,7 +320,8 @@ def run_compare(path: str, cfg: TortureConfig, peers: list[str], *,
         "peers": rows, "skipped": skipped, "verification": reference,
         "meter": any_rep.get("meter"), "meter_label": any_rep.get("meter_label"),
         "tdp_w": any_rep.get("tdp_w"), "tdp_source": any_rep.get("tdp_source"),
-        "budget": any_rep.get("budget"), "baseline_w": any_rep.get("baseline_w"),
+        "budget": any_rep.get("budget"), "budget_w": any_rep.get("budget_w"),
+        "baseline_w": any_rep.get("baseline_w"),
         "host": any_rep.get("host"),
         # per-peer torture reports without their request logs, for the report's plots
         "runs": {name: {k: v for k, v in rep.items() if k != "request_log"}

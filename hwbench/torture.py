@@ -638,10 +638,7 @@ def _proxy_or_better(requests: list[Request]) -> float | None:
 
 def _budget(rep: dict[str, Any]) -> str:
     b = rep["budget"]
-    if b is None:
-        return "off (ungoverned)"
-    watts = rep.get("budget_w", b * rep["tdp_w"])  # a compare report has the TDP, not the watts
-    return f"{100 * b:g}% = {watts:.2f} W"
+    return "off (ungoverned)" if b is None else f"{100 * b:g}% = {rep['budget_w']:.2f} W"
 
 
 def _mix(chunk: list[dict[str, Any]]) -> str:

@@ -133,7 +133,8 @@ class ProxyBuilder:
 
 def _build_job(session: Session, chunk: list[int], kind: str, *, governed: bool) -> Job:
     job = Job(lambda proc: session.run_proxies(proc, chunk), session=session, priority=BUILD)
-    job.account, job.kind, job.work, job.governed = session.account, kind, len(chunk), governed
+    job.account, job.kind, job.work = session.account, kind, len(chunk)
+    job.governed = job.budgeted = governed
     return job
 
 

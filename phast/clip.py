@@ -235,18 +235,16 @@ class Clip:
         """
         s = self._session
         with s._lock:
-            job = s.pending.get((i, fmt))
-            if job is not None and not job.future.cancelled() and (
-                    not job.future.done() or job.future.exception() is None):
+            found = s.pending.get((i, fmt))
+            shared = found is not None and not found.future.cancelled() and (
+                not found.future.done() or found.future.exception() is None)
+            if found is not None and shared:
+                job = found
                 job.supersedable = job.supersedable and supersedable
-                job.governed = job.governed and supersedable  # a blocking call is an order
-                now = job.held and delay <= 0  # a delayed decode that is wanted now
-                if now:
-                    job.held = False
-                    job.priority = min(job.priority, priority)
-                elif priority < job.priority:
+                # a blocking call is an order
+                job.governed = job.budgeted = job.governed and supersedable
+                if priority < job.priority:
                     s.worker.promote(job, priority)  # a prefetch became the playhead
-                shared = True
             else:
                 work = s.decode_work(i)
                 job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
@@ -255,13 +253,12 @@ class Clip:
                 # Deadline requests and prefetches spend the clip's budget only when admitted;
                 # a blocking frame() is charged but never refused.
                 job.account, job.kind, job.work = s.account, "exact", max(1, work)
-                job.governed = supersedable or priority != PLAYHEAD
+                job.governed = job.budgeted = supersedable or priority != PLAYHEAD
                 job.held = delay > 0
                 s.pending[(i, fmt)] = job
-                shared = now = False
         if shared:
-            if now:
-                _submit(s, job)
+            if delay <= 0:
+                _submit_held(s, job)  # a settling decode that is wanted now: queue it at once
             return job
         # The callback must not capture `job`: future -> callback -> job -> future would be a
         # cycle keeping the decoded frame (and its slot) alive until a garbage collection.
@@ -414,15 +411,12 @@ _later = _Later()
 
 
 def _submit_held(s: Session, job: Job) -> None:
-    """A delayed decode's time has come: queue it, unless a request queued it already."""
+    """Queue a delayed decode (its time has come, or a request wants it now) unless it was
+    queued already."""
     with s._lock:
         if not job.held:
             return
         job.held = False
-    _submit(s, job)
-
-
-def _submit(s: Session, job: Job) -> None:
     if not job.future.cancelled() and not s.closed:
         with contextlib.suppress(PhastError):  # the pool shut down meanwhile
             s.worker.submit(job)

@@ -177,13 +177,6 @@ class Account:
                                     self.costs.items()}}
 
 
-def _budgeted(job: Job) -> bool:
-    """Is ``job``'s CPU paid from its clip's budget? Everything but orders (blocking requests,
-    explicit builds). A fallback's proxy decode is never refused by admission -- the caller
-    checked :meth:`Governor.affordable` before queueing it -- but it is paid for."""
-    return job.governed or job.kind == "image"
-
-
 class _WorkerMark:
     """The CPU time of one worker process already charged, and to whom idle time goes."""
 
@@ -343,7 +336,7 @@ class Governor:
                 # and sandbox are the clip's power too, though not the job's own cost (its
                 # model). A process started for opening a clip (no account) is opening's.
                 job.account.charge(mark.startup_s * self.joules_per_cpu_s, "startup",
-                                   budgeted=_budgeted(job))
+                                   budgeted=job.budgeted)
                 self._workers_cpu_in_tick += mark.startup_s
             mark.startup_s = 0.0
 
@@ -396,7 +389,7 @@ class Governor:
                 job = mark.job
                 mark.account.charge(used * self.joules_per_cpu_s,
                                     job.kind if job is not None else "idle",
-                                    budgeted=job is None or _budgeted(job))
+                                    budgeted=job is None or job.budgeted)
 
     # -- the tick: idle charges, the editor's share, reconciliation with the meter ----------------
     def _run(self) -> None:

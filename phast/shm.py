@@ -47,17 +47,13 @@ class Slot:
         self.id = slot_id
         self.size = _round_up(size)
         self.fd: int | None = os.memfd_create(f"phast-slot-{slot_id}", os.MFD_CLOEXEC)
-        # A slot dropped without close() (its pool collected as garbage) must not leave the
-        # descriptor open: the mapping dies with the mmap object, the fd only with this.
+        # A slot dropped without close() (its pool collected as garbage, or a failed mmap below)
+        # must not leave the descriptor open: the mapping dies with the mmap object, the fd
+        # only with this.
         self._close_fd = weakref.finalize(self, os.close, self.fd)
-        try:
-            # Pages are allocated on first touch: an oversized slot costs address space only.
-            os.ftruncate(self.fd, self.size)
-            self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            self._close_fd()
-            raise
+        # Pages are allocated on first touch: an oversized slot costs address space, not memory.
+        os.ftruncate(self.fd, self.size)
+        self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.buffer = np.frombuffer(self.map, dtype=np.uint8)
 
     def close(self) -> None:
@@ -190,7 +186,6 @@ class SlotPool:
         """Close free slots now; leased ones close when their last array goes."""
         with self._locked():
             self._closed = True
-            self._drain()
             for slot_id in list(self._free):
                 self._slots.pop(slot_id).close()
             self._free.clear()

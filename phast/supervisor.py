@@ -283,7 +283,10 @@ class Job:
         self.account: Account | None = None
         self.kind = "other"
         self.work = 1
-        self.governed = False
+        self.governed = False  #: admission may hold it back for the budget (implies budgeted)
+        #: its CPU is paid from the account's budget; orders (a blocking frame(), an explicit
+        #: build) are only tallied, and a fallback's proxy decode is paid but never held back
+        self.budgeted = False
         self.reserved_j = 0.0  #: estimate reserved at admission, released when charged
         self.cpu_s = 0.0  #: worker CPU seconds measured while it ran
         self.held = False  #: created with a delay and not yet handed to a worker (phast.clip)

@@ -172,7 +172,8 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
     from .supervisor import PLAYHEAD, Job
 
     job = Job(job_run, priority=PLAYHEAD)
-    job.account, job.kind = session.account, "image"
+    # Paid, but not governed: affordable() was asked above, and admission would only delay it.
+    job.account, job.kind, job.budgeted = session.account, "image", True
     try:
         worker = session.pool.image_worker()
         if worker.busy_for() > IMAGE_STALLED:

@@ -30,7 +30,8 @@ TDP = Tdp(15.0, "setting", {})
 def _job(acct: Any, priority: int, kind: str = "exact", work: int = 1,
          governed: bool = True) -> Job:
     job = Job(lambda proc: None, priority=priority)
-    job.account, job.kind, job.work, job.governed = acct, kind, work, governed
+    job.account, job.kind, job.work = acct, kind, work
+    job.governed = job.budgeted = governed
     return job
 
 
