@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from phast import avlog
 from phast.errors import (
     DecodeError,
     IndexMismatch,
@@ -147,26 +148,46 @@ def _frame_pos(f: Any) -> int | None:
 
 
 @contextlib.contextmanager
-def _logged_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """Collect the FFmpeg messages of level ERROR (and worse) this thread logs in the block.
+def _logged_errors() -> Iterator[list[str]]:
+    """Collect the FFmpeg messages of level ERROR (and worse) logged in the block.
 
     Many decoders conceal damage without raising and without flagging the frame corrupt: FFV1
     on a slice CRC mismatch copies the slice from the previous picture, MJPEG leaves undecoded
-    blocks as they were in a recycled buffer. Their error messages are the only signal; the
-    same goes for demuxers and parsers reading a damaged container. Only for demuxing and
-    single-threaded decoding: PyAV's log callback takes the GIL, and a frame thread that
-    logs while the caller holds the GIL and waits for that thread (closing the codec) would
-    deadlock; here the messages come from this thread, inside the decode call.
+    blocks as they were in a recycled buffer, H.264 conceals a broken macroblock row. Their
+    error messages are the only signal; the same goes for demuxers and parsers reading a
+    damaged container.
+
+    In a worker the messages come from :mod:`phast.avlog`'s pipe: every thread's, including
+    those written since the last read (a frame thread finishing a packet fed earlier). Without
+    the pipe (a backend used in another process) only this thread's messages can be read
+    (PyAV's log callback takes the GIL; a frame thread logging through it while the caller
+    holds the GIL and waits for that thread would deadlock), so only single-threaded decoding
+    and demuxing may rely on them.
     """
+    pipe = avlog.installed()
+    if pipe is not None:
+        logged = [f"{m.source}: {m.text}" for m in pipe.read()]
+        yield logged
+        logged += [f"{m.source}: {m.text}" for m in pipe.read()]
+        return
     level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
     av.logging.set_level(av.logging.ERROR)
     av.logging.set_skip_repeated(False)  # the same message on the next packet still counts
     try:
         with av.logging.Capture(local=True) as logs:
-            yield logs
+            captured: list[str] = []
+            yield captured
+            captured += [f"{name}: {text.strip()}" for _level, name, text in logs]
     finally:
         av.logging.set_level(level)
         av.logging.set_skip_repeated(repeated)
+
+
+def _discard_log() -> None:
+    """Forget logged messages: the decoder was flushed or closed, its threads are done."""
+    pipe = avlog.installed()
+    if pipe is not None:
+        pipe.discard()
 
 
 def _picture_hash(f: Any) -> bytes:
@@ -187,6 +208,10 @@ class _BadStart(Exception):
     def __init__(self, first: int, stop: int) -> None:
         super().__init__(f"frames {first}..{stop - 1} are not decodable from this start")
         self.first, self.stop = first, stop
+
+
+class _Redo(Exception):
+    """A frame-threaded run logged errors it cannot attribute: redo it with slice threads."""
 
 
 class SoftwareBackend(Backend):
@@ -219,6 +244,7 @@ class SoftwareBackend(Backend):
         except OSError as e:
             raise MediaError(f"{path}: cannot be read ({e})") from e
         self._damaged = False
+        self._precise = False  # decode with slice threads: a frame-threaded decode logged errors
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._indexing = False  # building an index by decoding (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
@@ -261,21 +287,27 @@ class SoftwareBackend(Backend):
         # damaged one, which frames survive differs with frame threads, and error detection and
         # concealment differ with the number of slice threads (the pixels of a damaged frame
         # would depend on the machine's core count): damaged streams decode on one thread.
-        # The index's prefix is verified on one thread too: FFmpeg's frame threads do not always
-        # flag a concealed frame as corrupt (the flag races with the output of the frame), and
-        # an index built by decoding is built on one thread, where the decoder's error messages
-        # can be read (many errors are only logged; see _logged_errors).
+        # The index's prefix is verified on one thread too, and an index built by decoding is
+        # built on one thread: they are the stream's only checks.
+        # Frame threads report errors late (a corrupt flag can miss the concealed picture; a
+        # message comes when its thread finishes, not with its packet). Slice threads log
+        # during the call that decodes the packet. A stream whose frame-threaded decode logged
+        # errors therefore decodes with slice threads from then on (``_precise``).
         single = self._damaged or self._verifying or self._indexing
-        cc.thread_type = "SLICE" if single else "AUTO"
+        cc.thread_type = "SLICE" if single or self._precise else "AUTO"
         cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
-        self._single = single  # decoder error messages are read only then (_logged_errors)
+        self._frame_threads = not (single or self._precise)
+        # Messages are read where they are reliable: always with the worker's pipe, else only
+        # on one thread (see _logged_errors).
+        self._reads_log = single or avlog.installed() is not None
         # Decode only our stream; the demuxer still reads others' bytes but never decodes them.
         for other in self._container.streams:
             if other is not self._stream:
                 with contextlib.suppress(AttributeError, ValueError, TypeError):
                     other.discard = type(other.discard).all
+        _discard_log()  # about the closed decoder's runs
         self._reset_run()  # a new container: no decode run is in progress
 
     def _open_av(self, **kwargs: Any) -> Any:
@@ -295,6 +327,7 @@ class SoftwareBackend(Backend):
         """Drop the decoder's state before a seek."""
         with contextlib.suppress(av.FFmpegError):
             self._cc.flush_buffers()
+        _discard_log()  # about pictures the flush dropped
 
     def _reset_run(self) -> None:
         self._packets: Any = None  # demux iterator positioned at self._next_pos
@@ -304,7 +337,7 @@ class SoftwareBackend(Backend):
         self._synced = False
         self._eof = False
         self._skip_until = 0  # packets before this position are fed with skip_frame=NONREF
-        self._run_error: int | None = None  # first packet of this run the decoder logged errors on
+        self._run_error: int | None = None  # latest packet of this run with reported errors
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -571,9 +604,9 @@ class SoftwareBackend(Backend):
             mode = "NONREF" if pos < self._skip_until else "DEFAULT"
             if mode != self._cc.skip_frame:
                 self._cc.skip_frame = mode
-            logged: list[tuple[int, str, str]] = []
+            logged: list[str] = []
             try:
-                if self._single:
+                if self._reads_log:
                     with _logged_errors() as logged:
                         frames = self._decode_packet(pkt)
                 else:
@@ -583,8 +616,28 @@ class SoftwareBackend(Backend):
                 frames = []  # as a sequential decode does: skip the packet, go on
             else:
                 if logged:  # concealed: the frames come out, but the decoder saw damage
-                    self._decoder_failed(pos, logged[0][2].strip())
+                    self._decoder_logged(pos, logged[0])
             yield pos, frames
+
+    def _decoder_logged(self, pos: int, why: str) -> None:
+        """The decoder logged errors by the time packet ``pos`` was decoded.
+
+        Under frame threading the messages may be about any packet still in flight: switch to
+        slice threads, where they are about packet ``pos``, and redo the run (:class:`_Redo`).
+        A decode from the start, the index's own decodes and damaged streams treat them as
+        :meth:`_decoder_failed` does. A decode from a mid-stream keyframe goes on: valid
+        streams log errors there too (an open GOP's pictures whose references precede the
+        keyframe: "mmco: unref short failure", "Missing reference picture"); ``_accept``
+        refuses every frame whose own group of pictures comes after such a message.
+        """
+        if self._frame_threads:
+            self._precise = True
+            self._open_container()
+            raise _Redo(why)
+        if self._run_start in (None, 0) or self._damaged:
+            self._decoder_failed(pos, why)
+        else:
+            self._run_error = pos
 
     def _decoder_failed(self, pos: int, why: str) -> None:
         """The decoder rejected packet ``pos`` or reported errors while decoding it.
@@ -597,8 +650,7 @@ class SoftwareBackend(Backend):
             self._open_container()
             raise IndexMismatch(f"decoder error ({why}); re-index single-threaded")
         self._errors.append(pos)
-        if self._run_error is None:
-            self._run_error = pos
+        self._run_error = pos
 
     def _seek(self, start: int) -> None:
         """Position the demuxer at packet ``start`` with a flushed decoder."""
@@ -692,6 +744,8 @@ class SoftwareBackend(Backend):
                 for j in range(bad.first, bad.stop):
                     self._avoid[j] = min(self._avoid.get(j, start), start)
                 frame = None
+            except _Redo:
+                continue  # the same start again, with slice threads
             if frame is not None:
                 return frame
             if start == 0:
@@ -725,7 +779,7 @@ class SoftwareBackend(Backend):
             return False
         try:
             return self._decode_run(index) is not None
-        except _BadStart:
+        except (_BadStart, _Redo):
             return False
 
     def _warm_for(self, i: int, start: int) -> bool:
@@ -799,17 +853,29 @@ class SoftwareBackend(Backend):
             raise IndexMismatch("the decoder flagged a damaged frame; re-index single-threaded")
         if j > self._expected and self._skipped(self._expected, j):
             self._expected = j  # non-reference frames skipped on purpose (see _skip_boundary)
-        suspect = f.is_corrupt or (self._run_error is not None and pos is not None
-                                   and pos >= self._run_error)
-        if j != self._expected or (not sequential and suspect):
+        if j != self._expected:
             if not sequential:
                 # Only a decode from the very start defines the truth; from a mid-stream start
-                # a skipped or damaged frame means the start was not a clean entry point.
+                # a skipped frame means the start was not a clean entry point.
                 raise _BadStart(self._expected, max(j, self._expected) + 1)
             self._disagreed()
             raise IndexMismatch(f"expected frame {self._expected}, the decoder produced {j}")
         self._synced = True
         self._expected += 1
+        own_start = int(idx.frame_start[j])
+        # Errors reported in the frame's own group of pictures (from its start packet up to
+        # now: a second field or a concealment at output can come after the frame's packet).
+        # Errors before its start belong to an earlier group: a keyframe's successors do not
+        # reference what precedes it, and on a damaged stream such frames are not served.
+        errors = self._run_error is not None and self._run_error >= own_start
+        if not sequential and (f.is_corrupt or errors):
+            if errors and not self._damaged and own_start > self._run_start:
+                # Its group was reached through the one before, so its references were all
+                # decoded: the damage is in the group itself.
+                self._decoder_failed(self._run_error, f"errors decoding frame {j}")
+            # From this start the frame is not trusted; it is decoded from an earlier one.
+            self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
+            return None
         if self._first_frame is None and j == 0:
             self._first_frame = f
         if self._damaged and not sequential and idx.frame_start[j] != self._run_start:

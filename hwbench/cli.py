@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=None, help="length override (own file)")
     d.add_argument("--size", type=_size, default=None, help="picture size override, WxH")
     d.add_argument("--dir", dest="demo_dir", default=None, help="output directory")
+    d.add_argument("--open-gop", action="store_true",
+                   help="non-IDR I-frames with leading B-frames (x264 open-gop; own file)")
     d.add_argument("--quiet", action="store_true", help="no progress on stderr")
     d.set_defaults(func=_cmd_democlip)
     return parser
@@ -333,7 +335,7 @@ def _cmd_democlip(args: argparse.Namespace) -> int:
     from .democlip import demo_clip
 
     print(demo_clip(args.kind, args.demo_dir, seconds=args.seconds, size=args.size,
-                    progress=not args.quiet))
+                    open_gop=args.open_gop, progress=not args.quiet))
     return 0
 
 

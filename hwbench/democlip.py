@@ -6,7 +6,9 @@ Contract:
   the picture size (``"1080p"`` = 1920x1080, ``"720p"`` = 1280x720); every kind is H.264 High
   (libx264), 30 fps, 60 s, GOP 250 (``keyint=250:min-keyint=250:scenecut=0``), 3 B-frames with
   a normal B-pyramid, crf 23, yuv420p, in an mp4. ``seconds`` and ``size`` override the length
-  and the picture size; an override gets its own file name, so a quick run never replaces the
+  and the picture size; ``open_gop=True`` makes every I-frame after the first a non-IDR
+  recovery point whose leading B-frames reference the previous GOP (x264 ``open-gop``, as in
+  broadcast recordings). An override gets its own file name, so a quick run never replaces the
   full clip.
 * Files live in ``directory`` (default :func:`default_demo_dir`). Each clip has a JSON sidecar
   holding its generation parameters and the size of the video file; a clip is reused only when
@@ -65,6 +67,7 @@ class DemoSpec:
     pix_fmt: str = "yuv420p"
     noise_pp: int = NOISE_PP
     seed: int = 1234
+    open_gop: bool = False
     generator: int = GENERATOR_VERSION
 
     @property
@@ -74,14 +77,14 @@ class DemoSpec:
     @property
     def x264_params(self) -> str:
         return (f"keyint={self.gop}:min-keyint={self.gop}:scenecut=0:bframes={self.bframes}"
-                ":b-pyramid=normal")
+                ":b-pyramid=normal" + (":open-gop=1" if self.open_gop else ""))
 
     @property
     def filename(self) -> str:
         size = self.kind if KINDS.get(self.kind) == (self.width, self.height) else (
             f"{self.width}x{self.height}")
         secs = f"{self.seconds:g}".replace(".", "_")
-        return f"demo-{size}-{secs}s.mp4"
+        return f"demo-{size}-{secs}s{'-opengop' if self.open_gop else ''}.mp4"
 
 
 def default_demo_dir() -> Path:
@@ -103,7 +106,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def demo_spec(kind: str = "1080p", *, seconds: float | None = None,
-              size: tuple[int, int] | None = None) -> DemoSpec:
+              size: tuple[int, int] | None = None, open_gop: bool = False) -> DemoSpec:
     """The :class:`DemoSpec` for ``kind`` with optional length and size overrides."""
     if size is None:
         if kind not in KINDS:
@@ -114,17 +117,17 @@ def demo_spec(kind: str = "1080p", *, seconds: float | None = None,
     secs = 60.0 if seconds is None else float(seconds)
     if not secs > 0:
         raise ValueError("seconds must be positive")
-    return DemoSpec(kind=kind, width=size[0], height=size[1], seconds=secs)
+    return DemoSpec(kind=kind, width=size[0], height=size[1], seconds=secs, open_gop=open_gop)
 
 
 def demo_clip(kind: str = "1080p", directory: str | os.PathLike[str] | None = None, *,
               seconds: float | None = None, size: tuple[int, int] | None = None,
-              progress: bool = True) -> Path:
+              open_gop: bool = False, progress: bool = True) -> Path:
     """Path of the demo clip ``kind`` in ``directory``, generated first if missing or stale.
 
     Raises ``ValueError`` for an unknown kind or a bad override.
     """
-    spec = demo_spec(kind, seconds=seconds, size=size)
+    spec = demo_spec(kind, seconds=seconds, size=size, open_gop=open_gop)
     folder = Path(directory) if directory is not None else default_demo_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / spec.filename

@@ -8,7 +8,8 @@ Layers, in the order the worker applies them at start-up (before READY, so befor
 
 * ``no_new_privs`` (``PR_SET_NO_NEW_PRIVS``): no set-uid gain, and seccomp without privileges;
 * ``rlimits``: address space, open files, no core files, no file growth;
-* ``environment``: cleaned environment and stdio on /dev/null (set by the supervisor at spawn);
+* ``environment``: cleaned environment and stdio on /dev/null (set by the supervisor at spawn;
+  the worker then points descriptor 2 at a pipe it reads itself, :mod:`phast.avlog`);
 * ``landlock`` (:mod:`phast.landlock`): read-only access to library paths, nothing writable or
   executable, no TCP, no abstract Unix sockets, no signals out of the worker;
 * ``seccomp`` (:mod:`phast.seccomp`): no new processes, programs or sockets, no debugging or

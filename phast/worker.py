@@ -36,7 +36,7 @@ import traceback
 from dataclasses import asdict
 from typing import Any
 
-from phast import protocol, sandbox
+from phast import avlog, protocol, sandbox
 from phast.errors import CannotHandle, DeviceError, PhastError
 from phast.index import FrameIndex
 
@@ -315,6 +315,9 @@ def main(argv: list[str]) -> int:
     limits = {}
     if os.environ.get("PHAST_WORKER_MEMORY"):
         limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
+    # FFmpeg's error messages go to a pipe this process reads (phast.avlog); a worker started
+    # with a real stderr (PHAST_WORKER_DEBUG) copies them there as well.
+    avlog.install(forward=not _is_devnull(2))
     devices, preload_error = _preload(os.environ.get("PHAST_WORKER_BACKENDS", ""))
     report = sandbox.confine(limits, devices)
     if preload_error:
@@ -323,6 +326,14 @@ def main(argv: list[str]) -> int:
                          "protocol": protocol.VERSION})
     Worker(sock, devices).serve()
     return 0
+
+
+def _is_devnull(fd: int) -> bool:
+    try:
+        st, null = os.fstat(fd), os.stat(os.devnull)
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
 
 
 def _preload(specs: str) -> tuple[tuple[str, ...], str]:

@@ -40,15 +40,17 @@ def test_campaign_covers_every_codec(campaign: dict) -> None:
     assert sum(campaign["open_failed_typed"].values()) > 0  # some mutations must be fatal
 
 
-@pytest.mark.xfail(strict=False, reason="known race: damage an H.264 frame-threaded decode "
-                   "neither raises nor flags (docs/architecture.md, damaged streams); 0 in the "
-                   "3 x 180 s campaigns, but not guaranteed")
 def test_campaign_finds_no_wrong_exact_frame(campaign: dict) -> None:
     assert campaign["wrong_exact"] == 0, campaign["findings"]
 
 
+# The corpus the regression files below were found with: a recipe picks its clips by position
+# in the sorted names, so clips added to the corpus later must not shift them.
+FOUND_WITH = tuple(n for n in corpus.CLIP_NAMES if n != "h264_open_gop")
+
+
 def _mutated(seed: int, number: int, directory: Path, clip_dir: Path) -> Path:
-    clips = {name: corpus.make_clip(name, clip_dir) for name in corpus.CLIP_NAMES}
+    clips = {name: corpus.make_clip(name, clip_dir) for name in FOUND_WITH}
     recipe = fuzz._recipe(fuzz.FuzzConfig(seed=seed), number, sorted(clips))
     return fuzz.build_file(recipe, clips, directory)
 
@@ -139,6 +141,10 @@ def test_frames_a_sequential_decode_drops_are_never_numbered(tmp_path, clip_dir,
     (1, 114, "no_timestamps", "forward"),
     (1, 249, "no_timestamps", "shuffled"),
     (2, 444, "no_timestamps", "forward"),
+    # H.264: a P-frame past the verified prefix concealed by a frame thread, neither raised
+    # nor flagged, only logged ("error while decoding MB"), which the worker's log pipe reads
+    (2, 93, "h264_bpyramid_longgop", "forward"),
+    (2, 93, "h264_bpyramid_longgop", "shuffled"),
 ])
 def test_silent_damage_is_refused_not_served(seed, number, clip, order, tmp_path, clip_dir,
                                              cache_dir) -> None:

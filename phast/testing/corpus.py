@@ -329,6 +329,26 @@ def _clip_table() -> dict[str, ClipSpec]:
             keyframe_interval=24,
             **_SMALL,
         ),
+        # H.264 open GOP (x264 open-gop: non-IDR I-frames with recovery point SEI, the B-frames
+        # after each in decode order display before it). Starting at such an I-frame, the
+        # decoder logs errors on a valid stream ("mmco: unref short failure" on the P-frame
+        # after it, "Missing reference picture" on the leading B-frames).
+        ClipSpec(
+            name="h264_open_gop",
+            suffix=".mkv",
+            codec="libx264",
+            pix_fmt="yuv420p",
+            frame_count=96,
+            codec_options={
+                "preset": "veryfast",
+                "x264-params": ("keyint=24:min-keyint=24:scenecut=0:open-gop=1:bframes=3:"
+                                "b-pyramid=normal"),
+            },
+            has_bframes=True,
+            open_gop=True,
+            keyframe_interval=24,
+            **_SMALL,
+        ),
         # Alt-ref frames are invisible reference frames. libvpx only emits them in one-pass mode
         # with the realtime deadline, a bitrate target and cpu-used >= 5 ("good" one-pass never
         # does; two-pass would need stats plumbing PyAV lacks). The webm muxer's automatic

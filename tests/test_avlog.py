@@ -1,0 +1,76 @@
+"""FFmpeg's error messages read through the worker's log pipe (phast.avlog).
+
+Frame threads conceal damage that they neither raise nor flag; their messages are the signal,
+and only FFmpeg's own log callback (no GIL) can carry them out of those threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phast.avlog import LogPipe, Message
+from phast.testing import corpus
+from tests.test_fuzz import _mutated
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pipe_reads_ffmpeg_lines_and_skips_others() -> None:
+    r, w = os.pipe2(os.O_NONBLOCK)
+    try:
+        pipe = LogPipe(r)
+        os.write(w, b"[h264 @ 0x55d0c1a2b3c0] error while decoding MB 1 5, bytestream 111\n"
+                    b"Traceback (most recent call last):\n"
+                    b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x1f] stream 0, offset 0x30: partial file\n"
+                    b"[hevc @ 0xab] Could not find ")
+        assert pipe.read() == [
+            Message("h264", "error while decoding MB 1 5, bytestream 111"),
+            Message("mov,mp4,m4a,3gp,3g2,mj2", "stream 0, offset 0x30: partial file"),
+        ]
+        os.write(w, b"ref with POC 7\n")  # the line being written completes later
+        assert pipe.read() == [Message("hevc", "Could not find ref with POC 7")]
+        assert pipe.read() == []
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _child(path: Path, seed: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tests.avlog_child", str(path), str(seed)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", [n for n in corpus.CLIP_NAMES
+                                  if n not in ("audio_only", "h264_open_gop")])
+def test_valid_clips_keep_frame_threads(name, make) -> None:
+    """Valid streams log nothing at random access: frame threads stay, every frame exact."""
+    got = _child(make(name), seed=7)
+    assert got["exact"] == got["frames"] and got["wrong"] == 0, got
+    assert got["frame_threads"] and not got["damaged"], got
+
+
+def test_open_gop_h264_logs_errors_at_mid_stream_starts_and_stays_exact(make) -> None:
+    """A valid open-GOP H.264 stream logs errors when decoding starts at an I-frame after the
+    first ("mmco: unref short failure" on a trailing P-frame). The backend moves to slice
+    threads to tie messages to packets, decodes such frames from the keyframe before, and
+    serves every frame exact; the stream is not taken for damaged."""
+    got = _child(make("h264_open_gop"), seed=7)
+    assert got["exact"] == got["frames"] == 96 and got["wrong"] == 0, got
+    assert not got["frame_threads"] and not got["damaged"], got
+
+
+def test_damage_only_frame_threads_see_is_refused(tmp_path, clip_dir) -> None:
+    """The damaged P-frame a frame-threaded decode conceals without raising or flagging it
+    (``hwbench fuzz --seed 2``, file 93): never served as EXACT, in decode order."""
+    path = _mutated(2, 93, tmp_path, clip_dir)
+    got = _child(path, seed=-1)
+    assert got["wrong"] == 0 and got["refused"] > 0 and got["exact"] > 0, got
+    assert got["damaged"], got
