@@ -210,10 +210,6 @@ class _BadStart(Exception):
         self.first, self.stop = first, stop
 
 
-class _Redo(Exception):
-    """A frame-threaded run logged errors it cannot attribute: redo it with slice threads."""
-
-
 class SoftwareBackend(Backend):
     """PyAV decoding on the CPU with frame threading. Options: ``threads`` (0 = auto),
     ``keep_bytes`` (decoded frames kept for backward stepping)."""
@@ -244,7 +240,6 @@ class SoftwareBackend(Backend):
         except OSError as e:
             raise MediaError(f"{path}: cannot be read ({e})") from e
         self._damaged = False
-        self._precise = False  # decode with slice threads: a frame-threaded decode logged errors
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._indexing = False  # building an index by decoding (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
@@ -289,16 +284,12 @@ class SoftwareBackend(Backend):
         # would depend on the machine's core count): damaged streams decode on one thread.
         # The index's prefix is verified on one thread too, and an index built by decoding is
         # built on one thread: they are the stream's only checks.
-        # Frame threads report errors late (a corrupt flag can miss the concealed picture; a
-        # message comes when its thread finishes, not with its packet). Slice threads log
-        # during the call that decodes the packet. A stream whose frame-threaded decode logged
-        # errors therefore decodes with slice threads from then on (``_precise``).
         single = self._damaged or self._verifying or self._indexing
-        cc.thread_type = "SLICE" if single or self._precise else "AUTO"
+        cc.thread_type = "SLICE" if single else "AUTO"
         cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
         self._cc = cc
-        self._frame_threads = not (single or self._precise)
+        self._frame_threads = not single
         # Messages are read where they are reliable: always with the worker's pipe, else only
         # on one thread (see _logged_errors).
         self._reads_log = single or avlog.installed() is not None
@@ -337,7 +328,11 @@ class SoftwareBackend(Backend):
         self._synced = False
         self._eof = False
         self._skip_until = 0  # packets before this position are fed with skip_frame=NONREF
-        self._run_error: int | None = None  # latest packet of this run with reported errors
+        # Where in this run the decoder reported errors: the latest packet a message may be
+        # about, and the latest packet one is surely at or after (frame threads: see
+        # _decoder_logged; otherwise the two are equal).
+        self._run_error: int | None = None
+        self._run_error_min: int | None = None
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -622,22 +617,23 @@ class SoftwareBackend(Backend):
     def _decoder_logged(self, pos: int, why: str) -> None:
         """The decoder logged errors by the time packet ``pos`` was decoded.
 
-        Under frame threading the messages may be about any packet still in flight: switch to
-        slice threads, where they are about packet ``pos``, and redo the run (:class:`_Redo`).
         A decode from the start, the index's own decodes and damaged streams treat them as
         :meth:`_decoder_failed` does. A decode from a mid-stream keyframe goes on: valid
         streams log errors there too (an open GOP's pictures whose references precede the
         keyframe: "mmco: unref short failure", "Missing reference picture"); ``_accept``
-        refuses every frame whose own group of pictures comes after such a message.
+        refuses the frames whose own group of pictures may have seen them.
+
+        Which packet the messages are about: with one thread or slice threads, ``pos`` (they
+        are written during the call). With frame threads, a packet still in flight: at most
+        ``thread_count`` packets are, and every packet before them has finished, messages
+        included, before the call that fed ``pos - 1`` returned (it needed a free thread).
         """
-        if self._frame_threads:
-            self._precise = True
-            self._open_container()
-            raise _Redo(why)
         if self._run_start in (None, 0) or self._damaged:
             self._decoder_failed(pos, why)
-        else:
-            self._run_error = pos
+            return
+        lag = max(1, int(self._cc.thread_count or 1)) + 1 if self._frame_threads else 0
+        self._run_error = pos
+        self._run_error_min = max(self._run_error_min or 0, pos - lag)
 
     def _decoder_failed(self, pos: int, why: str) -> None:
         """The decoder rejected packet ``pos`` or reported errors while decoding it.
@@ -650,7 +646,7 @@ class SoftwareBackend(Backend):
             self._open_container()
             raise IndexMismatch(f"decoder error ({why}); re-index single-threaded")
         self._errors.append(pos)
-        self._run_error = pos
+        self._run_error = self._run_error_min = pos
 
     def _seek(self, start: int) -> None:
         """Position the demuxer at packet ``start`` with a flushed decoder."""
@@ -716,6 +712,7 @@ class SoftwareBackend(Backend):
 
         Used inside the worker by proxy building, which downscales it without a conversion.
         """
+        self._check_index_current()
         if self._index is not None and self._index.is_damaged(index):
             raise DecodeError(f"{self._path}: frame {index} is damaged in the source (the decoder "
                               "reported errors in its group of pictures); no exact picture exists")
@@ -724,6 +721,16 @@ class SoftwareBackend(Backend):
             return self._decode_frame(index)
         self._kept.move_to_end(index)
         return frame
+
+    def _check_index_current(self) -> None:
+        """Raise :class:`IndexMismatch` while the stream is known damaged and its index is not.
+
+        Damage found by a decode whose caller cannot re-index (read-ahead, a prefetch) must not
+        leave the index of a valid stream serving a damaged one: the next request re-indexes.
+        """
+        if self._damaged and self._index is not None and not self._index.damaged:
+            raise IndexMismatch("the decoder reported damage the index does not mark; re-index "
+                                "single-threaded")
 
     def _decode_frame(self, i: int) -> Any:
         idx = self._index
@@ -744,8 +751,6 @@ class SoftwareBackend(Backend):
                 for j in range(bad.first, bad.stop):
                     self._avoid[j] = min(self._avoid.get(j, start), start)
                 frame = None
-            except _Redo:
-                continue  # the same start again, with slice threads
             if frame is not None:
                 return frame
             if start == 0:
@@ -771,6 +776,8 @@ class SoftwareBackend(Backend):
 
     def prefetch(self, index: int) -> bool:
         idx = self._index
+        if self._damaged and idx is not None and not idx.damaged:
+            return False  # the next request re-indexes (_check_index_current)
         if idx is None or not 0 <= index < idx.frame_count or idx.is_damaged(index):
             return False
         if index in self._kept:
@@ -779,7 +786,7 @@ class SoftwareBackend(Backend):
             return False
         try:
             return self._decode_run(index) is not None
-        except (_BadStart, _Redo):
+        except _BadStart:
             return False
 
     def _warm_for(self, i: int, start: int) -> bool:
@@ -867,12 +874,13 @@ class SoftwareBackend(Backend):
         # now: a second field or a concealment at output can come after the frame's packet).
         # Errors before its start belong to an earlier group: a keyframe's successors do not
         # reference what precedes it, and on a damaged stream such frames are not served.
-        errors = self._run_error is not None and self._run_error >= own_start
-        if not sequential and (f.is_corrupt or errors):
-            if errors and not self._damaged and own_start > self._run_start:
+        maybe = self._run_error is not None and self._run_error >= own_start
+        surely = self._run_error_min is not None and self._run_error_min >= own_start
+        if not sequential and (f.is_corrupt or maybe):
+            if surely and not self._damaged and own_start > self._run_start:
                 # Its group was reached through the one before, so its references were all
                 # decoded: the damage is in the group itself.
-                self._decoder_failed(self._run_error, f"errors decoding frame {j}")
+                self._decoder_failed(int(self._run_error_min or 0), f"errors decoding frame {j}")
             # From this start the frame is not trusted; it is decoded from an earlier one.
             self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
             return None

@@ -1,9 +1,11 @@
 """Child process for tests/test_avlog.py: the software backend with the worker's log pipe.
 
 ``python -m tests.avlog_child FILE SEED`` installs :mod:`phast.avlog` as a worker does (it
-takes over descriptor 2), indexes FILE, asks for every frame (shuffled by SEED; -1: in order)
-and prints one JSON line: the backend's decoding mode and how many frames were EXACT and equal
-to a single-threaded sequential decode, wrong, or refused.
+takes over descriptor 2), indexes FILE, asks for every frame (shuffled by SEED; -1: in order;
+-2: frame N/2, then read-ahead as a worker does while idle, then in order), re-indexing on
+IndexMismatch as a session does, and prints one JSON line: the backend's decoding mode, the
+re-indexes, and how many frames were EXACT and equal to a single-threaded sequential decode,
+wrong, or refused.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from phast import avlog
 def main(path: str, seed: int) -> dict:
     from backends.software import SoftwareBackend
     from hwbench.fuzz import _sequential_decode
-    from phast.errors import PhastError
+    from phast.errors import IndexMismatch, PhastError
 
     reference = list(_sequential_decode(path))
     backend = SoftwareBackend(path, stream=0, options={}, progress=lambda: None)
@@ -28,10 +30,25 @@ def main(path: str, seed: int) -> dict:
         n = backend.build_index().frame_count
         order = (np.random.default_rng(seed).permutation(n).tolist() if seed >= 0
                  else list(range(n)))
-        exact = wrong = refused = 0
+        exact = wrong = refused = reindexed = 0
+        if seed == -2:
+            backend._drop_kept()  # the verified prefix's frames: decode, do not copy
+            backend.av_frame(n // 2)
+            try:
+                for i in range(n // 2 + 1, n):  # what phast.worker.Worker.read_ahead does
+                    if not backend.prefetch(i):
+                        break
+            except Exception:
+                pass  # the worker drops it: the next request meets the error, if any
         for i in order:
             try:
-                picture = backend.av_frame(i).to_ndarray(format="rgb24")
+                try:
+                    frame = backend.av_frame(i)
+                except IndexMismatch:  # as phast's session does: re-index, ask again
+                    reindexed += 1
+                    backend.build_index(full_decode=True)
+                    frame = backend.av_frame(i)
+                picture = frame.to_ndarray(format="rgb24")
             except PhastError:
                 refused += 1
                 continue
@@ -40,7 +57,9 @@ def main(path: str, seed: int) -> dict:
             else:
                 wrong += 1
         return {"frames": n, "exact": exact, "wrong": wrong, "refused": refused,
-                "frame_threads": backend._frame_threads, "damaged": backend._damaged}
+                "reindexed": reindexed,
+                "frame_threads": backend._frame_threads, "damaged": backend._damaged,
+                "redirected": len(backend._avoid)}  # frames decoded from an earlier start
     finally:
         backend.close()
 

@@ -59,12 +59,13 @@ def test_valid_clips_keep_frame_threads(name, make) -> None:
 
 def test_open_gop_h264_logs_errors_at_mid_stream_starts_and_stays_exact(make) -> None:
     """A valid open-GOP H.264 stream logs errors when decoding starts at an I-frame after the
-    first ("mmco: unref short failure" on a trailing P-frame). The backend moves to slice
-    threads to tie messages to packets, decodes such frames from the keyframe before, and
-    serves every frame exact; the stream is not taken for damaged."""
+    first ("mmco: unref short failure" on a trailing P-frame). Frames of that group are decoded
+    from the keyframe before, every frame is exact, and the stream keeps frame threads and is
+    not taken for damaged."""
     got = _child(make("h264_open_gop"), seed=7)
     assert got["exact"] == got["frames"] == 96 and got["wrong"] == 0, got
-    assert not got["frame_threads"] and not got["damaged"], got
+    assert got["frame_threads"] and not got["damaged"], got
+    assert got["redirected"] > 0, got  # the messages were read, and acted on
 
 
 def test_damage_only_frame_threads_see_is_refused(tmp_path, clip_dir) -> None:
@@ -73,4 +74,14 @@ def test_damage_only_frame_threads_see_is_refused(tmp_path, clip_dir) -> None:
     path = _mutated(2, 93, tmp_path, clip_dir)
     got = _child(path, seed=-1)
     assert got["wrong"] == 0 and got["refused"] > 0 and got["exact"] > 0, got
-    assert got["damaged"], got
+    assert got["exact"] + got["refused"] == got["frames"] and got["damaged"], got
+    assert got["reindexed"] == 1, got
+
+
+def test_damage_found_by_read_ahead_reindexes_before_serving(tmp_path, clip_dir) -> None:
+    """Read-ahead meets the damage and cannot re-index (nobody is waiting for a reply): the
+    backend keeps no stale index of a valid stream for a damaged one; the next request
+    re-indexes, and nothing wrong is served."""
+    path = _mutated(2, 93, tmp_path, clip_dir)
+    got = _child(path, seed=-2)
+    assert got["wrong"] == 0 and got["refused"] > 0 and got["reindexed"] == 1, got
