@@ -198,6 +198,14 @@ def _picture_hash(f: Any) -> bytes:
     return h.digest()
 
 
+# Messages a decoder logs after starting at a mid-stream keyframe of a valid stream that say
+# nothing about the pixels. H.264 "mmco: unref short failure": a memory-management command
+# releases a reference picture this decode never had (it precedes the keyframe). A decode from
+# the start would release it; either way the picture is gone afterwards, and a keyframe's
+# successors do not use it. (Seen on the P-frame after each open-GOP I-frame, x264 open-gop.)
+HARMLESS_AFTER_SEEK = frozenset({"h264: mmco: unref short failure"})
+
+
 class _BadStart(Exception):
     """Frames ``first`` to ``stop - 1`` cannot be decoded from the current run's start packet.
 
@@ -243,6 +251,7 @@ class SoftwareBackend(Backend):
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._indexing = False  # building an index by decoding (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
+        self._harmless = 0  # mid-stream decode calls whose messages were all harmless
         try:
             self._open_container()
         except BaseException:
@@ -611,17 +620,18 @@ class SoftwareBackend(Backend):
                 frames = []  # as a sequential decode does: skip the packet, go on
             else:
                 if logged:  # concealed: the frames come out, but the decoder saw damage
-                    self._decoder_logged(pos, logged[0])
+                    self._decoder_logged(pos, logged)
             yield pos, frames
 
-    def _decoder_logged(self, pos: int, why: str) -> None:
+    def _decoder_logged(self, pos: int, messages: list[str]) -> None:
         """The decoder logged errors by the time packet ``pos`` was decoded.
 
         A decode from the start, the index's own decodes and damaged streams treat them as
         :meth:`_decoder_failed` does. A decode from a mid-stream keyframe goes on: valid
-        streams log errors there too (an open GOP's pictures whose references precede the
-        keyframe: "mmco: unref short failure", "Missing reference picture"); ``_accept``
-        refuses the frames whose own group of pictures may have seen them.
+        streams log errors there too, about an open GOP's pictures whose references precede
+        the keyframe. Those that cannot change a picture (:data:`HARMLESS_AFTER_SEEK`) are
+        ignored; for the others ("Missing reference picture") ``_accept`` refuses the frames
+        whose own group of pictures may have seen them.
 
         Which packet the messages are about: with one thread or slice threads, ``pos`` (they
         are written during the call). With frame threads, a packet still in flight: at most
@@ -629,7 +639,11 @@ class SoftwareBackend(Backend):
         included, before the call that fed ``pos - 1`` returned (it needed a free thread).
         """
         if self._run_start in (None, 0) or self._damaged:
-            self._decoder_failed(pos, why)
+            self._decoder_failed(pos, messages[0])
+            return
+        messages = [m for m in messages if m not in HARMLESS_AFTER_SEEK]
+        if not messages:
+            self._harmless += 1
             return
         lag = max(1, int(self._cc.thread_count or 1)) + 1 if self._frame_threads else 0
         self._run_error = pos

@@ -57,7 +57,7 @@ def main(path: str, seed: int) -> dict:
             else:
                 wrong += 1
         return {"frames": n, "exact": exact, "wrong": wrong, "refused": refused,
-                "reindexed": reindexed,
+                "reindexed": reindexed, "harmless": backend._harmless,
                 "frame_threads": backend._frame_threads, "damaged": backend._damaged,
                 "redirected": len(backend._avoid)}  # frames decoded from an earlier start
     finally:

@@ -57,15 +57,51 @@ def test_valid_clips_keep_frame_threads(name, make) -> None:
     assert got["frame_threads"] and not got["damaged"], got
 
 
-def test_open_gop_h264_logs_errors_at_mid_stream_starts_and_stays_exact(make) -> None:
-    """A valid open-GOP H.264 stream logs errors when decoding starts at an I-frame after the
-    first ("mmco: unref short failure" on a trailing P-frame). Frames of that group are decoded
-    from the keyframe before, every frame is exact, and the stream keeps frame threads and is
-    not taken for damaged."""
+def test_open_gop_h264_harmless_message_after_a_seek(make) -> None:
+    """A valid open-GOP H.264 stream logs "mmco: unref short failure" when decoding starts at
+    an I-frame after the first: harmless (a release of a picture the decode never had). Every
+    frame is exact, from its own keyframe, on frame threads; the stream is not damaged."""
     got = _child(make("h264_open_gop"), seed=7)
     assert got["exact"] == got["frames"] == 96 and got["wrong"] == 0, got
     assert got["frame_threads"] and not got["damaged"], got
-    assert got["redirected"] > 0, got  # the messages were read, and acted on
+    # the message was read and found harmless: no frame had to come from an earlier keyframe
+    assert got["harmless"] > 0 and got["redirected"] == 0, got
+
+
+@pytest.fixture(scope="module")
+def missing_references(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Open-GOP H.264 whose leading B-frames log "Missing reference picture" when decoding
+    starts at their I-frame (a full-noise picture every 37 frames shapes the references)."""
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("opengop") / "missing_refs.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"x264-params": "open-gop=1:keyint=30:min-keyint=30:bframes=3:"
+                          "b-pyramid=normal:scenecut=0"}
+        rng = np.random.default_rng(0)
+        for i in range(150):
+            img = np.zeros((240, 320, 3), np.uint8)
+            img[:, :, 0] = (np.arange(320)[None, :] + i * 3) % 256
+            img[(i * 2) % 240:(i * 2) % 240 + 20, :, 1] = 200
+            if i % 37 == 0:
+                img[:, :, 2] = rng.integers(0, 255, (240, 320))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, "rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_missing_references_after_a_seek_send_frames_to_an_earlier_keyframe(
+        missing_references) -> None:
+    """Messages that may concern a trailing picture are not excused: the frames of that group
+    come from the keyframe before, and all are exact."""
+    got = _child(missing_references, seed=7)
+    assert got["exact"] == got["frames"] == 150 and got["wrong"] == 0, got
+    assert got["redirected"] > 0 and got["frame_threads"] and not got["damaged"], got
 
 
 def test_damage_only_frame_threads_see_is_refused(tmp_path, clip_dir) -> None:
