@@ -111,6 +111,8 @@ class Request:
 
 
 #: Seconds of deadline a request still gets when its thread starts at or past its slot.
+START_LEAD_S = 0.25  # from starting the runner's threads to the first scheduled request
+MARK_LEAD_S = 0.02  # the meter is read this long before the first request (a /proc walk)
 MIN_DEADLINE = 0.001
 
 
@@ -323,14 +325,20 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                     done_count += 1
                 free.release()
 
-        t0 = time.monotonic() + 0.05
-        time.sleep(max(0.0, t0 - time.monotonic()))
-        start_mark = take_mark(meter)
-        spent0 = _spent_j(clip)
+        # Everything the runner itself starts happens before the schedule does, so request 0
+        # is not issued late by the runner: threads (the sampler, chaos, the executor's own)
+        # in a lead time, the meter read just before t0.
+        t0 = time.monotonic() + START_LEAD_S
         sampler = _Sampler(meter, t0, math.ceil(cfg.duration))
         sampler.start()
         if chaos is not None:
             chaos.start()
+        for _ in range(cfg.max_inflight):
+            executor.submit(time.sleep, 0)
+        time.sleep(max(0.0, t0 - MARK_LEAD_S - time.monotonic()))
+        start_mark = take_mark(meter)
+        spent0 = _spent_j(clip)
+        time.sleep(max(0.0, t0 - time.monotonic()))
         next_progress = cfg.progress_every
         for req in requests:
             delay = t0 + req.scheduled - time.monotonic()
