@@ -10,8 +10,11 @@ from hwbench import torture
 
 def test_torture_survives_kills_and_stops(make) -> None:
     path = make("h264_bpyramid_longgop")
+    # Ungoverned: every worker restart charges its start-up to the clip, so under a budget
+    # how many exact decodes are admitted (the sample the verifier checks) depends on which
+    # workers the faults hit. The governor under chaos is measured by the benchmark run.
     cfg = torture.TortureConfig(rate=30, duration=12, pattern="mixed", chaos=60, verify=True,
-                                seed=7, cache_dir=tempfile.mkdtemp(),
+                                seed=7, cache_dir=tempfile.mkdtemp(), budget=None,
                                 progress=False)
     rep = torture.run_torture(str(path), cfg)
     chaos = rep["chaos"]
