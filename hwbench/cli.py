@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "one clip: on-time fraction, latency, CPU share, power (measured or "
                        "estimated)")
     t.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
+    t.add_argument("--backend", default="auto",
+                   help="phast backend: auto (hardware first, the reasons for any skip are "
+                   "recorded), software, nvdec, vaapi or a plugin's name")
     t.add_argument("--rate", type=float, default=30.0, help="requests per second (default 30)")
     t.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     t.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
@@ -221,7 +224,7 @@ def _cmd_torture(args: argparse.Namespace) -> int:
     cfg = torture.TortureConfig(
         rate=args.rate, duration=args.duration, pattern=args.pattern, seed=args.seed,
         tdp=args.tdp, meter=args.meter, baseline_s=args.baseline_s, budget=args.budget,
-        cache_dir=args.cache_dir, threads=args.threads,
+        cache_dir=args.cache_dir, threads=args.threads, backend=args.backend,
         workers=args.workers, max_inflight=args.max_inflight, drain_s=args.drain,
         progress=not args.quiet, deadline=args.deadline, exact=args.exact,
         proxies=not args.no_proxies, chaos=args.chaos, verify=args.verify)
@@ -350,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from phast.errors import PhastError  # imported late: hwbench starts without av
+
+        if not isinstance(e, PhastError):
+            raise
+        print(f"hwbench {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return int(result)
 
 

@@ -185,6 +185,7 @@ class TortureConfig:
     budget: float | None = 0.10  #: share of TDP phast may use (its governor); None = ungoverned
     cache_dir: str | None = None
     threads: int = 0
+    backend: str = "auto"  #: phast backend name (registry) or "auto"
     workers: int | None = None
     max_inflight: int = 1
     drain_s: float = 10.0
@@ -382,7 +383,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
             over = [r.done - r.scheduled - req_deadline for r in requests if r.done is not None]
             report["slack_ms"] = _ms_stats(over)
         report.update(clip={"path": str(Path(path).resolve()), "frames": len(clip),
-                            "width": clip.width, "height": clip.height},
+                            "width": clip.width, "height": clip.height,
+                            "backend": getattr(clip, "backend", None)},
                       system=cfg.system, deadline_s=req_deadline,
                       proxy_progress=clip.proxy_progress(),
                       open_s=open_s, warmup_s=warmup_s, drained=drained,
@@ -409,9 +411,10 @@ class _PhastSystem:
         import phast
 
         self.clip = phast.open(path, cache_dir=cfg.cache_dir, pool=pool, proxies=cfg.proxies,
-                               backend_options={"threads": cfg.threads},
+                               backend=cfg.backend, backend_options={"threads": cfg.threads},
                                budget="off" if cfg.budget is None else cfg.budget)
         self.width, self.height = self.clip.info.width, self.clip.info.height
+        self.backend = self.clip.backend
 
     def __len__(self) -> int:
         return len(self.clip)
@@ -581,7 +584,8 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
     dl = ("none (blocking EXACT)" if rep["deadline_s"] is None
           else f"{1e3 * rep['deadline_s']:.1f} ms")
     lines = [
-        f"torture [{rep['system']}]: {Path(c['path']).name} ({c['width']}x{c['height']}, "
+        f"torture [{rep['system']}{'/' + c['backend'] if c.get('backend') else ''}]: "
+        f"{Path(c['path']).name} ({c['width']}x{c['height']}, "
         f"{c['frames']} frames), pattern {rep['pattern']}, {rep['rate_hz']:g} Hz for "
         f"{rep['duration_s']:g} s (period {rep['period_ms']:.1f} ms), deadline {dl}, "
         f"max in flight {rep['config']['max_inflight']}",

@@ -75,6 +75,17 @@ def host_check(name: str) -> str | None:
                 "e.g. intel-media-va-driver or mesa-va-drivers, is needed)")
     return None
 
+def host_hardware_specs() -> tuple[str, ...]:
+    """Specs of the built-in hardware backends this host may run (:func:`host_check` passes).
+
+    The default :class:`~phast.supervisor.WorkerConfig` names them, so workers import them and
+    grant their device nodes before confining themselves, and ``backend="auto"`` can select
+    them without the caller configuring a pool. Empty on a host without GPU devices or libraries.
+    """
+    return tuple(BUILTIN[n] for n in AUTO_ORDER
+                 if n in BUILTIN and n != "software" and host_check(n) is None)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -228,5 +239,5 @@ def _require_probe(spec: str, cls: type[Backend]) -> None:
 
 
 __all__ = ["AUTO_ORDER", "BUILTIN", "ENTRY_POINT_GROUP", "NO_PLUGINS_ENV", "BackendEntry",
-           "available", "entries", "host_check", "load", "plugins", "plugins_disabled", "register",
-           "resolve", "unregister"]
+           "available", "entries", "host_check", "host_hardware_specs", "load", "plugins",
+           "plugins_disabled", "register", "resolve", "unregister"]

@@ -42,7 +42,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import protocol
+from . import protocol, registry
 
 if TYPE_CHECKING:
     from .governor import Account, Governor
@@ -66,8 +66,9 @@ class WorkerConfig:
     idle_timeout: float = 5.0  #: seconds a worker with no open clip lingers before exiting
     memory_limit: int | None = None  #: address-space cap in bytes (default: sandbox default)
     #: Backend specs ("module:Class") a worker imports before confining itself, granting their
-    #: ``device_paths`` (GPU backends); CPU backends need not be named.
-    backends: tuple[str, ...] = ()
+    #: ``device_paths`` (GPU backends); CPU backends need not be named. Default: the built-in
+    #: hardware backends this host may run (:func:`phast.registry.host_hardware_specs`).
+    backends: tuple[str, ...] = field(default_factory=lambda: registry.host_hardware_specs())
     debug_stderr: bool = field(default_factory=lambda: bool(os.environ.get("PHAST_WORKER_DEBUG")))
 
 

@@ -70,6 +70,18 @@ def test_host_checks_import_nothing() -> None:
     assert not {"cupy", "PyNvVideoCodec", "av"} & (set(sys.modules) - before)
 
 
+def test_default_workers_grant_the_hardware_this_host_may_run(monkeypatch) -> None:
+    """The default pool's workers import (and get the devices of) the hardware backends whose
+    host check passes, so auto can select them; none on a host without them."""
+    from phast.supervisor import WorkerConfig
+
+    assert WorkerConfig().backends == registry.host_hardware_specs()
+    if registry.host_check("nvdec") and registry.host_check("vaapi"):
+        assert WorkerConfig().backends == ()
+    monkeypatch.setattr(registry, "host_check", lambda name: None if name == "vaapi" else "no")
+    assert WorkerConfig().backends == (registry.BUILTIN["vaapi"],)
+
+
 def test_auto_order_puts_hardware_first() -> None:
     assert registry.AUTO_ORDER == ("nvdec", "vaapi", "software")
     assert [n for n, _ in registry.resolve("auto")] == ["nvdec", "vaapi", "software"]

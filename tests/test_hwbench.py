@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import pytest
 
-from hwbench import patterns
+from hwbench import patterns, torture
 from hwbench.cli import main
 from hwbench.democlip import DemoSpec, demo_clip, write_demo
 
@@ -151,3 +151,24 @@ def test_patterns_are_deterministic_and_in_range() -> None:
     assert patterns.play_indices(5, 7) == [0, 1, 2, 3, 4, 0, 1]
     with pytest.raises(ValueError):
         patterns.pattern_indices("bogus", 10, 1, 0, 30.0)
+
+
+def test_torture_on_a_backend_this_host_lacks_says_why(make, capsys) -> None:
+    from phast import registry
+
+    if registry.host_check("nvdec") is None:
+        pytest.skip("this host may run NVDEC")
+    code = main(["torture", str(make("h264_bpyramid_longgop")), "--duration", "1",
+                     "--backend", "nvdec", "--baseline-s", "0", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "BackendUnavailable" in err and "phast[nvdec]" in err
+
+
+def test_torture_reports_the_backend(make, tmp_path) -> None:
+    cfg = torture.TortureConfig(rate=30, duration=1, backend="software", baseline_s=0,
+                                budget=None, proxies=False, cache_dir=str(tmp_path),
+                                progress=False)
+    rep = torture.run_torture(str(make("h264_bpyramid_longgop")), cfg)
+    assert rep["clip"]["backend"] == "software" and rep["completed"] == 30
+    assert torture.format_report(rep).startswith("torture [phast/software]: ")
