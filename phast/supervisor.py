@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol, registry
@@ -309,11 +309,12 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, pool: WorkerPool, nice: int = 0) -> None:
+    def __init__(self, pool: WorkerPool, nice: int = 0,
+                 config: WorkerConfig | None = None) -> None:
         self.id = next(self._ids)
         self.nice = nice  #: added to its processes' scheduling niceness (background work)
         self.pool = pool
-        self.config = pool.config
+        self.config = config or pool.config
         self.sessions: set[int] = set()
         self.proc: Process | None = None
         self.restarts = 0
@@ -522,7 +523,8 @@ class WorkerPool:
             if self._closed:
                 raise PhastError("the worker pool is shut down")
             if self._image_worker is None or self._image_worker._stopping:
-                self._image_worker = Worker(self)
+                # JPEG on the CPU only: no backend to preload, no device node granted
+                self._image_worker = Worker(self, config=replace(self.config, backends=()))
                 self._image_worker.sessions.add(0)  # never retires while the pool lives
                 # Start its process (and its JPEG decoder) now: a fallback cannot wait for an
                 # interpreter to boot and import PyAV.

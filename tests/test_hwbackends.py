@@ -282,3 +282,17 @@ def test_nvdec_worker_crash_closes_mappings(make: Any, cache_dir: Path) -> None:
         with pytest.raises(WorkerCrashed):
             frame.__cuda_array_interface__  # noqa: B018
         assert again.to_ndarray().shape[2] == 3
+
+
+def test_the_image_worker_gets_no_backend_devices() -> None:
+    """Proxy pictures are JPEG decoded on the CPU: the image worker preloads no backend and is
+    granted no device node, whatever the pool's workers get."""
+    from phast.supervisor import WorkerConfig, WorkerPool
+
+    spec = registry.BUILTIN["software"]
+    pool = WorkerPool(max_workers=1, config=WorkerConfig(backends=(spec,)))
+    try:
+        assert pool.image_worker().config.backends == ()
+        assert pool.build_worker().config.backends == (spec,)
+    finally:
+        pool.shutdown()
