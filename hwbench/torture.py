@@ -110,9 +110,9 @@ class Request:
             self.done - self.scheduled <= period
 
 
-#: Seconds of deadline a request still gets when its thread starts at or past its slot.
 START_LEAD_S = 0.25  # from starting the runner's threads to the first scheduled request
 MARK_LEAD_S = 0.02  # the meter is read this long before the first request (a /proc walk)
+#: Seconds of deadline a request still gets when its thread starts at or past its slot.
 MIN_DEADLINE = 0.001
 
 

@@ -56,7 +56,7 @@ class LogPipe:
         A line still being written counts once it is complete; lines that are not FFmpeg
         messages (a Python warning) are skipped.
         """
-        chunks = [self._partial]
+        chunks = []
         while True:
             try:
                 data = os.read(self._fd, 1 << 16)
@@ -70,7 +70,9 @@ class LogPipe:
                     os.write(self._forward, data)
                 except OSError:
                     self._forward = None
-        *lines, self._partial = b"".join(chunks).split(b"\n")
+        if not chunks:
+            return []  # the usual case, once per decoded packet: nothing to split or parse
+        *lines, self._partial = b"".join([self._partial, *chunks]).split(b"\n")
         out = []
         for raw in lines:
             m = _LINE.match(raw.decode("utf-8", "replace"))

@@ -75,6 +75,7 @@ def host_check(name: str) -> str | None:
                 "e.g. intel-media-va-driver or mesa-va-drivers, is needed)")
     return None
 
+
 def host_hardware_specs() -> tuple[str, ...]:
     """Specs of the built-in hardware backends this host may run (:func:`host_check` passes).
 
@@ -82,8 +83,7 @@ def host_hardware_specs() -> tuple[str, ...]:
     grant their device nodes before confining themselves, and ``backend="auto"`` can select
     them without the caller configuring a pool. Empty on a host without GPU devices or libraries.
     """
-    return tuple(BUILTIN[n] for n in AUTO_ORDER
-                 if n in BUILTIN and n != "software" and host_check(n) is None)
+    return tuple(BUILTIN[n] for n in AUTO_ORDER if n != "software" and host_check(n) is None)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")

@@ -68,7 +68,7 @@ class WorkerConfig:
     #: Backend specs ("module:Class") a worker imports before confining itself, granting their
     #: ``device_paths`` (GPU backends); CPU backends need not be named. Default: the built-in
     #: hardware backends this host may run (:func:`phast.registry.host_hardware_specs`).
-    backends: tuple[str, ...] = field(default_factory=lambda: registry.host_hardware_specs())
+    backends: tuple[str, ...] = field(default_factory=registry.host_hardware_specs)
     debug_stderr: bool = field(default_factory=lambda: bool(os.environ.get("PHAST_WORKER_DEBUG")))
 
 
