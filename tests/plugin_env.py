@@ -1,11 +1,16 @@
 """Throw-away Python environments with plugin distributions installed, as a user would have them.
 
-``make_env(directory, projects)`` creates a venv that sees this interpreter's packages (phast,
-numpy, PyAV, pytest: ``--system-site-packages``), copies each project folder next to it (pip
-builds in the source tree; the repository stays clean) and ``pip install``\\s them into it
-without dependencies. Nothing is downloaded when the build backend is usable here without build
-isolation (setuptools >= 70.1, or setuptools with ``wheel``); otherwise pip builds in isolation,
-fetching setuptools from the configured index.
+``make_env(directory, projects)`` creates a venv that sees the packages of the environment
+running the tests (phast, numpy, PyAV, pytest, setuptools, wheel), copies each project folder
+next to it (pip builds in the source tree; the repository stays clean) and ``pip install``\\s
+them into it without dependencies. Nothing is downloaded when the build backend is usable here
+without build isolation (setuptools >= 70.1, or setuptools with ``wheel``); otherwise pip builds
+in isolation, fetching setuptools from the configured index.
+
+"The environment running the tests" is usually itself a venv: ``--system-site-packages`` would
+show the base interpreter's packages instead (a fresh one has setuptools but neither phast nor
+``wheel``), so the new venv gets a ``.pth`` file that adds this environment's site directories,
+``.pth`` files included (phast's editable install is one).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -51,9 +57,21 @@ def _isolation_needed() -> bool:
     return (major, minor) < (70, 1) and importlib.util.find_spec("wheel") is None
 
 
+def _see_these_packages(root: Path) -> None:
+    """Make the venv at ``root`` import what this interpreter imports (see the module doc)."""
+    python = root / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+                              "'purelib'))"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout.strip()
+    dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+    (Path(purelib) / "zz_phast_test_env.pth").write_text(lines)
+
+
 def make_env(directory: Path, projects: Sequence[Path]) -> PluginEnv:
     root = directory / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(root)
+    venv.EnvBuilder(with_pip=False).create(root)
+    _see_these_packages(root)
     sources = {}
     for project in projects:
         copy = directory / "src" / project.name
