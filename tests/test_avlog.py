@@ -16,7 +16,6 @@ import pytest
 
 from phast.avlog import LogPipe, Message
 from phast.testing import corpus
-from tests.test_fuzz import _mutated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +40,8 @@ def test_pipe_reads_ffmpeg_lines_and_skips_others() -> None:
         os.close(w)
 
 
-def _child(path: Path, seed: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tests.avlog_child", str(path), str(seed)],
+def _child(path: Path, seed: int, *flags: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tests.avlog_child", str(path), str(seed), *flags],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -79,6 +78,7 @@ def missing_references(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.thread_count = 1  # x264's threads shape its output: the same bytes
         stream.options = {"x264-params": "open-gop=1:keyint=30:min-keyint=30:bframes=3:"
                           "b-pyramid=normal:scenecut=0"}
         rng = np.random.default_rng(0)
@@ -102,22 +102,3 @@ def test_missing_references_after_a_seek_send_frames_to_an_earlier_keyframe(
     got = _child(missing_references, seed=7)
     assert got["exact"] == got["frames"] == 150 and got["wrong"] == 0, got
     assert got["redirected"] > 0 and got["frame_threads"] and not got["damaged"], got
-
-
-def test_damage_only_frame_threads_see_is_refused(tmp_path, clip_dir) -> None:
-    """The damaged P-frame a frame-threaded decode conceals without raising or flagging it
-    (``hwbench fuzz --seed 2``, file 93): never served as EXACT, in decode order."""
-    path = _mutated(2, 93, tmp_path, clip_dir)
-    got = _child(path, seed=-1)
-    assert got["wrong"] == 0 and got["refused"] > 0 and got["exact"] > 0, got
-    assert got["exact"] + got["refused"] == got["frames"] and got["damaged"], got
-    assert got["reindexed"] == 1, got
-
-
-def test_damage_found_by_read_ahead_reindexes_before_serving(tmp_path, clip_dir) -> None:
-    """Read-ahead meets the damage and cannot re-index (nobody is waiting for a reply): the
-    backend keeps no stale index of a valid stream for a damaged one; the next request
-    re-indexes, and nothing wrong is served."""
-    path = _mutated(2, 93, tmp_path, clip_dir)
-    got = _child(path, seed=-2)
-    assert got["wrong"] == 0 and got["refused"] > 0 and got["reindexed"] == 1, got

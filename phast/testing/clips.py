@@ -127,6 +127,7 @@ def _write_encoded(kind: ClipKind, path: Path) -> None:
         stream: Any = container.add_stream(kind.codec, rate=kind.rate)  # a VideoStream
         stream.width, stream.height, stream.pix_fmt = kind.width, kind.height, kind.pix_fmt
         stream.codec_context.time_base = 1 / kind.rate
+        stream.codec_context.thread_count = 1  # the same bytes on every machine, whatever its cores
         stream.options = dict(kind.options)
         for i, rgb in enumerate(_pictures(kind)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -62,6 +64,9 @@ Writer = Callable[["ClipSpec", Path], None]
 
 # x265 prints its banner with its own logger, bypassing FFmpeg's (silenced) log callback.
 _X265_QUIET = "log-level=error"
+# x265 sizes its thread pools and frame threads from the core count: one thread, the same
+# bytes on every machine (see _one_thread).
+_X265_ONE_THREAD = "pools=none:frame-threads=1"
 
 
 @dataclass(frozen=True)
@@ -161,8 +166,20 @@ def _add_video_stream(
     stream.height = spec.height
     stream.pix_fmt = spec.pix_fmt
     stream.codec_context.time_base = time_base
+    _one_thread(stream.codec_context)
     stream.options = dict(spec.codec_options)
     return stream
+
+
+def _one_thread(encoder: Any) -> None:
+    """Encode on one thread: the same bytes on every machine.
+
+    With FFmpeg's default (0: one thread per core) x264 and libvpx pick frame/row threads from
+    the core count and the MPEG encoders one slice per thread, so a clip, and every test that
+    mutates it, would depend on the machine it was made on. (x265 sizes its own pools: its
+    recipes say ``pools=none:frame-threads=1``.)
+    """
+    encoder.thread_count = 1
 
 
 def _encode_all(
@@ -239,6 +256,7 @@ def _write_resolution_change(spec: ClipSpec, path: Path) -> None:
             encoder.pix_fmt = spec.pix_fmt
             encoder.time_base = time_base
             encoder.framerate = Fraction(spec.fps)
+            _one_thread(encoder)
             encoder.options = dict(spec.codec_options)
             first = number * per_segment
             frames = _video_frames(spec, per_segment, width, height, first_index=first)
@@ -321,7 +339,7 @@ def _clip_table() -> dict[str, ClipSpec]:
                 "preset": "ultrafast",
                 "x265-params": (
                     "keyint=24:min-keyint=24:scenecut=0:open-gop=1:bframes=4:b-adapt=0:"
-                    + _X265_QUIET
+                    + _X265_ONE_THREAD + ":" + _X265_QUIET
                 ),
             },
             has_bframes=True,
@@ -585,8 +603,26 @@ def make_clip(name: str, directory: Path) -> Path:
     each writes its own temporary file and the last ``os.replace`` wins with identical content.
     """
     spec = CLIPS[name]
-    writer = spec.writer or _write_constant_rate
-    return _atomic_create(Path(directory) / spec.filename, lambda tmp: writer(spec, tmp))
+    return _atomic_create(Path(directory) / spec.filename, lambda tmp: _write_in_child(name, tmp))
+
+
+def _write_in_child(name: str, path: Path) -> None:
+    """Run clip ``name``'s writer in a fresh interpreter.
+
+    Encoders leave state behind in a process: after SVT-AV1 has run, x264 with one thread makes
+    other bytes, and other bytes on each run. A clip made in its own process depends only on its
+    recipe and the library builds, never on which clips were made before it.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run([sys.executable, "-m", "phast.testing.corpus", name, str(path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"making clip {name!r} failed:\n{out.stderr[-4000:]}")
+
+
+def _write(name: str, path: Path) -> None:
+    spec = CLIPS[name]
+    (spec.writer or _write_constant_rate)(spec, path)
 
 
 BAD_INPUT_NAMES = ("empty", "text", "truncated", "bitflips", "missing")
@@ -727,3 +763,7 @@ def leading_picture_count(path: Path) -> int:
             ):
                 leading += 1
     return leading
+
+
+if __name__ == "__main__":  # the child of _write_in_child: NAME PATH
+    _write(sys.argv[1], Path(sys.argv[2]))
