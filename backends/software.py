@@ -34,6 +34,7 @@ import numpy as np
 from phast import avlog
 from phast.errors import (
     DecodeError,
+    FrameOutOfRange,
     IndexMismatch,
     MediaError,
     MissingDependency,
@@ -77,6 +78,12 @@ VERIFY_FRAMES = 48
 PRECISE_SKIP = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays a copy
+#: The checks that find a damaged stream (:attr:`SoftwareBackend.damage`): the demuxer's or
+#: parser's errors, a later index disagreeing, the decoder's corrupt flag, its error (exception),
+#: its damage messages (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame
+#: threads, a sequential decode disagreeing with the index, a stored index marked damaged.
+DAMAGE_CHECKS = frozenset({"demuxer", "reindex", "decoder-flag", "decoder-error", "decoder-log",
+                           "prefix-threads", "disagreed", "index"})
 #: Frames held back during the second decode of a damaged stream (see ``_unstable_packets``):
 #: the decoder then draws other buffers than in the first decode, whose frames were released.
 HOLD_FRAMES = 16
@@ -149,7 +156,8 @@ def _frame_pos(f: Any) -> int | None:
 
 @contextlib.contextmanager
 def _logged_errors() -> Iterator[list[str]]:
-    """Collect the FFmpeg messages of level ERROR (and worse) logged in the block.
+    """Collect the FFmpeg messages that report damage (:func:`phast.avlog.is_damage`: ERROR and
+    worse, and concealment reports below it) logged in the block.
 
     Many decoders conceal damage without raising and without flagging the frame corrupt: FFV1
     on a slice CRC mismatch copies the slice from the previous picture, MJPEG leaves undecoded
@@ -169,16 +177,17 @@ def _logged_errors() -> Iterator[list[str]]:
     if pipe is not None:
         logged: list[str] = []
         yield logged
-        logged += [f"{m.source}: {m.text}" for m in pipe.read()]
+        logged += [f"{m.source}: {m.text}" for m in pipe.damage()]
         return
     level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
-    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_level(av.logging.INFO)  # concealment is reported at INFO (avlog.is_damage)
     av.logging.set_skip_repeated(False)  # the same message on the next packet still counts
     try:
         with av.logging.Capture(local=True) as logs:
             captured: list[str] = []
             yield captured
-            captured += [f"{name}: {text.strip()}" for _level, name, text in logs]
+            captured += [f"{name}: {text.strip()}" for lvl, name, text in logs
+                         if avlog.is_damage(name or "", text.strip(), lvl)]
     finally:
         av.logging.set_level(level)
         av.logging.set_skip_repeated(repeated)
@@ -250,6 +259,9 @@ class SoftwareBackend(Backend):
         except OSError as e:
             raise MediaError(f"{path}: cannot be read ({e})") from e
         self._damaged = False
+        #: how the stream was found damaged: (check, detail, threading of the decode that
+        #: found it: "frame" or "one"); the check is one of :data:`DAMAGE_CHECKS`
+        self.damage: tuple[str, str, str] | None = None
         self._verifying = False  # decoding the index's verification prefix (single-threaded)
         self._indexing = False  # building an index by decoding (single-threaded)
         self._errors: list[int] = []  # packet positions where the decoder reported errors
@@ -345,6 +357,13 @@ class SoftwareBackend(Backend):
         # _decoder_logged; otherwise the two are equal).
         self._run_error: int | None = None
         self._run_error_min: int | None = None
+        # Frames that came out of this run but are not served yet (see _hold): display index ->
+        # (frame, its packet); per fed packet whose frame is valid from this start, the highest
+        # display index of such packets fed before it; the highest display index come out.
+        self._pending: dict[int, tuple[Any, int]] = {}
+        self._need: dict[int, int] = {}
+        self._fed_max = -1
+        self._shown_max = -1
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -392,10 +411,12 @@ class SoftwareBackend(Backend):
                     pos.append(-1 if pkt.pos is None else pkt.pos)
                     flags.append((KEY if pkt.is_keyframe else 0)
                                  | (DISCARD if pkt.is_discard else 0))
-                    self._damaged |= bool(pkt.is_corrupt)
-        except av.FFmpegError:
-            self._damaged = True  # a damaged tail: index what could be read
-        self._damaged |= bool(logged)
+                    if pkt.is_corrupt:
+                        self._found_damage("demuxer", f"packet {n} flagged corrupt")
+        except av.FFmpegError as e:
+            self._found_damage("demuxer", str(e))  # a damaged tail: index what could be read
+        if logged:
+            self._found_damage("demuxer", logged[0])
         if not pts:
             raise MediaError(f"{self._path}: the video stream has no packets")
         return (np.array(pts, np.int64), np.array(dts, np.int64), np.array(pos, np.int64),
@@ -407,7 +428,7 @@ class SoftwareBackend(Backend):
         if full_decode:
             # An index built earlier disagreed with a decode from the start: damage the decoder
             # did not report. Index it as a damaged stream (one thread, errors read, twice).
-            self._damaged = True
+            self._found_damage("reindex", "asked to index by decoding")
         # A damaged stream decodes to fewer frames than it has packets: only decoding can tell.
         trust_demux = not (full_decode or self._damaged)
         order = display_order_from_pts(pkt_pts, pkt_flags) if trust_demux else None
@@ -487,7 +508,7 @@ class SoftwareBackend(Backend):
             for f in frames:
                 if f.is_corrupt:
                     if not self._damaged:
-                        self._damaged = True
+                        self._found_damage("decoder-flag", f"packet {_frame_pos(f)}")
                         raise IndexMismatch("the decoder flagged a damaged frame")
                     self._errors.append(_frame_pos(f) or 0)
                 fpos = _frame_pos(f)
@@ -573,7 +594,7 @@ class SoftwareBackend(Backend):
 
     def use_index(self, index: FrameIndex) -> None:
         if index.damaged and not self._damaged:
-            self._damaged = True
+            self._found_damage("index", "the stored index marks the stream damaged")
             self._open_container()  # threading is fixed when the decoder opens
         self._index = index
         pos = index.pkt_pos
@@ -618,12 +639,12 @@ class SoftwareBackend(Backend):
             self._progress()
             pkt = self._next_packet()
             if pkt is None:
-                with contextlib.suppress(av.FFmpegError):
-                    yield None, self._decode_packet(None)
+                yield None, self._flush_frames()
                 return
             pos = self._next_pos
             pkt.opaque = _Tag(pos)
             self._next_pos += 1
+            self._fed(pos)
             mode = "NONREF" if pos < self._skip_until else "DEFAULT"
             if mode != self._cc.skip_frame:
                 self._cc.skip_frame = mode
@@ -642,6 +663,37 @@ class SoftwareBackend(Backend):
                     self._decoder_logged(pos, logged)
             yield pos, frames
 
+    def _flush_frames(self) -> list[Any]:
+        """The frames still in the decoder at the end of the stream, messages read: frame
+        threads finish the last packets during the flush, and log their damage then."""
+        logged: list[str] = []
+        frames: list[Any] = []
+        with contextlib.suppress(av.FFmpegError):
+            if self._reads_log:
+                with _logged_errors() as logged:
+                    frames = self._decode_packet(None)
+            else:
+                frames = self._decode_packet(None)
+        if logged:
+            self._decoder_logged(self._next_pos - 1, logged)  # about one of the last packets
+        return frames
+
+    def _fed(self, pos: int) -> None:
+        """Packet ``pos`` goes to the decoder: note what frame a picture from it must wait for.
+
+        Output is in display order, so once a frame with display index >= ``_need[pos]`` has
+        come out, every packet fed before ``pos`` (that is valid from this start and was not
+        skipped) has come out too, flags and all (see :meth:`_hold`).
+        """
+        idx = self._index
+        if idx is None or self._run_start is None or not 0 <= pos < len(idx.packet_frame):
+            return
+        j = int(idx.packet_frame[pos])
+        if j < 0 or idx.frame_start[j] < self._run_start:
+            return  # shows nothing, or a leading picture no frame valid from here references
+        self._need[pos] = self._fed_max
+        self._fed_max = max(self._fed_max, j)
+
     def _decoder_logged(self, pos: int, messages: list[str]) -> None:
         """The decoder logged errors by the time packet ``pos`` was decoded.
 
@@ -658,7 +710,7 @@ class SoftwareBackend(Backend):
         included, before the call that fed ``pos - 1`` returned (it needed a free thread).
         """
         if self._run_start in (None, 0) or self._damaged:
-            self._decoder_failed(pos, messages[0])
+            self._decoder_failed(pos, messages[0], "decoder-log")
             return
         messages = [m for m in messages if m not in HARMLESS_AFTER_SEEK]
         if not messages:
@@ -668,14 +720,14 @@ class SoftwareBackend(Backend):
         self._run_error = pos
         self._run_error_min = max(self._run_error_min or 0, pos - lag)
 
-    def _decoder_failed(self, pos: int, why: str) -> None:
+    def _decoder_failed(self, pos: int, why: str, check: str = "decoder-error") -> None:
         """The decoder rejected packet ``pos`` or reported errors while decoding it.
 
         On a stream not yet known to be damaged, that is news: raise :class:`IndexMismatch`, to
         re-index single-threaded. Otherwise record it (the index marks the frames it touches).
         """
         if not self._damaged:
-            self._damaged = True
+            self._found_damage(check, f"packet {pos}: {why}")
             self._open_container()
             raise IndexMismatch(f"decoder error ({why}); re-index single-threaded")
         self._errors.append(pos)
@@ -746,6 +798,10 @@ class SoftwareBackend(Backend):
         Used inside the worker by proxy building, which downscales it without a conversion.
         """
         self._check_index_current()
+        if self._index is not None and not 0 <= index < self._index.frame_count:
+            # the contract's range, checked anyway: a re-index may have found fewer frames
+            raise FrameOutOfRange(f"{self._path}: frame {index} is not in the stream's "
+                                  f"{self._index.frame_count} frames")
         if self._index is not None and self._index.is_damaged(index):
             raise DecodeError(f"{self._path}: frame {index} is damaged in the source (the decoder "
                               "reported errors in its group of pictures); no exact picture exists")
@@ -834,6 +890,8 @@ class SoftwareBackend(Backend):
         qualifies: those are the decodes the index checked (``_unstable_packets``); a run from an
         earlier keyframe carries decoder state over the damage that no decode compared.
         """
+        if i in self._pending:
+            return True  # out of this run already, waiting for earlier packets (see _hold)
         run = self._run_start
         if run is None or self._eof or not run <= start <= self._next_pos or i < self._expected:
             return False
@@ -850,18 +908,18 @@ class SoftwareBackend(Backend):
         return start
 
     def _decode_run(self, target: int) -> Any:
-        """Feed packets until frame ``target`` comes out; None if the stream ends first."""
+        """Feed packets until frame ``target`` may be served (it came out, and so did every
+        packet decoded before it: see :meth:`_hold`); None if it came out but may not be served
+        from this start, or the stream ends first."""
         idx = self._index
         assert idx is not None and self._run_start is not None
-        found = None
-        for _pos, frames in self._feed_all():
+        for pos, frames in self._feed_all():
             for f in frames:
-                got = self._accept(f)
-                if got == target:
-                    found = f
+                self._accept(f)
+            found = self._release(target, final=pos is None)
             if found is not None:
                 return found
-            if self._expected > target:
+            if self._expected > target and target not in self._pending:
                 return None  # it came out, but not from a start it may be served from
         self._eof = True
         if self._run_start != 0 and self._expected <= target:
@@ -888,12 +946,13 @@ class SoftwareBackend(Backend):
                     self._disagreed()
                 raise IndexMismatch(f"the decoder showed packet {pos}, which the index hides")
             return None
+        self._shown_max = max(self._shown_max, j)
         if not sequential and idx.frame_start[j] < self._run_start:
             return None  # a leading picture that needs an earlier keyframe: not valid from here
         if f.is_corrupt and sequential and not self._damaged:
             # Concealed decoder errors: a frame-threaded decode of a damaged stream need not
             # match a sequential one. Re-index and decode single-threaded from now on.
-            self._damaged = True
+            self._found_damage("decoder-flag", f"frame {j}")
             self._open_container()
             raise IndexMismatch("the decoder flagged a damaged frame; re-index single-threaded")
         if j > self._expected and self._skipped(self._expected, j):
@@ -914,11 +973,14 @@ class SoftwareBackend(Backend):
         # reference what precedes it, and on a damaged stream such frames are not served.
         maybe = self._run_error is not None and self._run_error >= own_start
         surely = self._run_error_min is not None and self._run_error_min >= own_start
+        if f.is_corrupt and not sequential and not self._damaged:
+            self._hold(int(pos))  # pos is known: j >= 0
         if not sequential and (f.is_corrupt or maybe):
             if surely and not self._damaged and own_start > self._run_start:
                 # Its group was reached through the one before, so its references were all
                 # decoded: the damage is in the group itself.
-                self._decoder_failed(int(self._run_error_min or 0), f"errors decoding frame {j}")
+                self._decoder_failed(int(self._run_error_min or 0), f"errors decoding frame {j}",
+                                     "decoder-log")
             # From this start the frame is not trusted; it is decoded from an earlier one.
             self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
             return None
@@ -928,8 +990,40 @@ class SoftwareBackend(Backend):
             self._check_prefix(j, f)
         if self._damaged and not sequential and idx.frame_start[j] != self._run_start:
             return None  # from an earlier start than its own: unchecked (see _warm_for)
-        self._keep(j, f)
+        self._pending[j] = (f, pos if pos is not None else -1)
         return j
+
+    def _hold(self, pos: int) -> None:
+        """A frame of this run came out flagged corrupt (packet ``pos``): the frames waiting for
+        it are not served from this start.
+
+        Why frames wait at all: a decoder flags the picture it concealed, not the pictures that
+        reference it, and a B-frame displayed before its forward reference comes out before it
+        (H.264: a P-frame with a broken slice is flagged, the B-frames between it and the
+        previous P come out first, unflagged, with the concealed rows in their prediction). So
+        a frame is served only once every packet decoded before it has come out and been
+        checked; until then it is pending. Messages need no wait: they are read when a packet
+        finishes decoding, before any picture that references it comes out.
+        """
+        assert self._run_start is not None
+        for j, (_f, p) in list(self._pending.items()):
+            if p > pos:
+                del self._pending[j]
+                self._need.pop(p, None)
+                self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
+
+    def _release(self, target: int | None = None, *, final: bool = False) -> Any:
+        """Serve the pending frames whose earlier packets have all come out (all of them at the
+        end of the stream): keep them. Returns ``target``'s frame if it is among them."""
+        found = None
+        for j, (f, p) in list(self._pending.items()):
+            if final or self._shown_max >= self._need.get(p, -1):
+                del self._pending[j]
+                self._need.pop(p, None)
+                self._keep(j, f)
+                if j == target:
+                    found = f
+        return found
 
     def _check_prefix(self, j: int, f: Any) -> None:
         """Record frame ``j``'s picture while verifying; compare it on the threaded pass."""
@@ -938,10 +1032,19 @@ class SoftwareBackend(Backend):
         if self._verifying:
             self._prefix_crcs[j] = crc
         elif self._prefix_crcs.get(j, crc) != crc:
-            self._damaged = True
+            self._found_damage("prefix-threads", f"frame {j}")
             self._open_container()
             raise IndexMismatch(f"frame {j} decodes to other pixels with frame threads than on "
                                 "one thread (damage the decoder does not report)")
+
+    def _found_damage(self, check: str, detail: str) -> None:
+        """The stream is damaged: from now on it decodes on one thread, with every check of a
+        damaged stream. The first finding is kept in :attr:`damage` (what found it, and where).
+        Callers reopen the decoder when its threading must change at once."""
+        assert check in DAMAGE_CHECKS, check
+        if not self._damaged:
+            self._damaged = True
+            self.damage = (check, detail, "frame" if self._frame_threads else "one")
 
     def _disagreed(self) -> None:
         """A decode from the very start disagrees with an index that was accepted.
@@ -953,7 +1056,7 @@ class SoftwareBackend(Backend):
         the decoder's order.
         """
         if not self._verifying and not self._damaged:
-            self._damaged = True
+            self._found_damage("disagreed", f"at frame {self._expected}")
             self._open_container()
 
     def _skipped(self, first: int, stop: int) -> bool:

@@ -1,11 +1,13 @@
 """Child process for tests/test_avlog.py: the software backend with the worker's log pipe.
 
-``python -m tests.avlog_child FILE SEED`` installs :mod:`phast.avlog` as a worker does (it
-takes over descriptor 2), indexes FILE, asks for every frame (shuffled by SEED; -1: in order;
--2: frame N/2, then read-ahead as a worker does while idle, then in order), re-indexing on
-IndexMismatch as a session does, and prints one JSON line: the backend's decoding mode, the
-re-indexes, and how many frames were EXACT and equal to a single-threaded sequential decode,
-wrong, or refused.
+``python -m tests.avlog_child FILE SEED [--no-reports-below-error]`` installs
+:mod:`phast.avlog` as a worker does (it takes over descriptor 2), indexes FILE, asks for every
+frame (shuffled by SEED; -1: in order; -2: frame N/2, then read-ahead as a worker does while
+idle, then in order), re-indexing on IndexMismatch as a session does, and prints one JSON line:
+the backend's decoding mode, the re-indexes, how the damage was found
+(``SoftwareBackend.damage``), and how many frames were EXACT and equal to a single-threaded
+sequential decode, wrong, or refused. ``--no-reports-below-error`` counts only messages of level
+ERROR (``phast.avlog.DAMAGE_BELOW_ERROR`` emptied), to test the other checks alone.
 """
 
 from __future__ import annotations
@@ -59,12 +61,16 @@ def main(path: str, seed: int) -> dict:
         return {"frames": n, "exact": exact, "wrong": wrong, "refused": refused,
                 "reindexed": reindexed, "harmless": backend._harmless,
                 "frame_threads": backend._frame_threads, "damaged": backend._damaged,
-                "redirected": len(backend._avoid)}  # frames decoded from an earlier start
+                "redirected": len(backend._avoid),  # frames decoded from an earlier start
+                "damage": backend.damage}
     finally:
         backend.close()
 
 
 if __name__ == "__main__":
+    if "--no-reports-below-error" in sys.argv:  # only ERROR messages: test the other checks
+        sys.argv.remove("--no-reports-below-error")
+        avlog.DAMAGE_BELOW_ERROR = ()
     avlog.install()  # descriptor 2 is the pipe from here on: report failures on stdout
     try:
         print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
