@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
     z.add_argument("--work-dir", help="clips and mutated files (default: a temporary dir)")
     z.add_argument("--clips", default="", help="comma-separated corpus clips (default: all)")
+    z.add_argument("--weight", action="append", default=[], metavar="CLIP=N",
+                   help="mutate CLIP N times as often as the others (repeatable)")
     z.add_argument("--file-timeout", type=float, default=90.0,
                    help="seconds per file before it counts as a hang (default 90)")
     z.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -248,12 +250,22 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     cfg = fuzz.FuzzConfig(
         budget_s=args.budget_s, seed=args.seed, out=args.out, work_dir=args.work_dir,
         clips=tuple(c.strip() for c in args.clips.split(",") if c.strip()),
-        file_timeout=args.file_timeout, progress=not args.quiet)
+        weights=_weights(args.weight), file_timeout=args.file_timeout, progress=not args.quiet)
     report = fuzz.run_campaign(cfg)
     print(fuzz.format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     return 0 if report["ok"] else 1
+
+def _weights(items: list[str]) -> dict[str, int]:
+    weights = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        if not name or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"hwbench fuzz: --weight wants CLIP=N with N >= 1, not {item!r}")
+        weights[name.strip()] = int(n)
+    return weights
+
 
 def _clip_path(args: argparse.Namespace) -> str:
     """FILE, else the demo clip (generated once), as torture picks it."""

@@ -63,6 +63,8 @@ class FuzzConfig:
     out: str | None = None  #: where files that broke a promise are copied
     work_dir: str | None = None  #: clips, mutated files, store (default: a temporary dir)
     clips: tuple[str, ...] = ()  #: corpus clip names (default: all)
+    #: clip name -> how many times more often than the others it is mutated (default 1)
+    weights: dict[str, int] = field(default_factory=dict)
     batch: int = 8  #: files per editor child
     frames: int = 8  #: requests per file
     file_timeout: float = 90.0  #: seconds per file before the harness calls it a hang
@@ -107,6 +109,24 @@ def _recipe(cfg: FuzzConfig, n: int, names: list[str]) -> dict[str, Any]:
     return {"number": n, "seed": cfg.seed, "clip": names[n % len(names)],
             "other": names[int(rng.integers(0, len(names)))],
             "proxies": cfg.proxies_every > 0 and n % cfg.proxies_every == 0}
+
+
+def weighted_names(clips: dict[str, Path], weights: dict[str, int]) -> list[str]:
+    """The campaign's clip sequence (file ``n`` mutates entry ``n % len``): sorted names, each
+    repeated by its weight, so a recipe depends only on the corpus and the weights."""
+    unknown = set(weights) - set(clips)
+    if unknown:
+        raise ValueError(f"weights for clips not in the campaign: {sorted(unknown)}")
+    return [name for name in sorted(clips) for _ in range(max(1, int(weights.get(name, 1))))]
+
+
+def corpus_digest(clips: dict[str, Path]) -> str:
+    """SHA-256 over the corpus clips' names and bytes: two campaigns with the same seed mutated
+    the same files exactly when their digests agree."""
+    h = hashlib.sha256()
+    for name in sorted(clips):
+        h.update(name.encode() + b"\0" + hashlib.sha256(clips[name].read_bytes()).digest())
+    return h.hexdigest()[:16]
 
 
 def build_file(recipe: dict[str, Any], clips: dict[str, Path], directory: Path) -> Path:
@@ -328,7 +348,7 @@ def run_campaign(cfg: FuzzConfig) -> dict[str, Any]:
     counts = Counts()
     try:
         clips = _corpus(cfg, work)
-        names = sorted(clips)
+        names = weighted_names(clips, cfg.weights)
         files_dir = work / "files"
         files_dir.mkdir(exist_ok=True)
         store = work / "store"  # one store per campaign, shared by its editor children
@@ -349,7 +369,9 @@ def run_campaign(cfg: FuzzConfig) -> dict[str, Any]:
                     Path(r["path"]).unlink(missing_ok=True)
             if cfg.progress:
                 print(_progress(counts, time.monotonic() - t_start), file=sys.stderr, flush=True)
-        return _report(cfg, counts, time.monotonic() - t0)
+        report = _report(cfg, counts, time.monotonic() - t0)
+        report["corpus_digest"] = corpus_digest(clips)
+        return report
     finally:
         if own_work and not cfg.keep_files:
             shutil.rmtree(work, ignore_errors=True)
@@ -447,8 +469,10 @@ def format_report(rep: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "-"
 
     return "\n".join([
-        f"fuzz (seed {rep['config']['seed']}, {rep['elapsed_s']:g} s): {rep['files']} files "
-        f"from {len(rep['files_by_clip'])} clips; mutations: {counter(rep['mutations'])}",
+        f"fuzz (seed {rep['config']['seed']}, {rep['elapsed_s']:g} s, corpus "
+        f"{rep.get('corpus_digest', '?')}): {rep['files']} files from "
+        f"{len(rep['files_by_clip'])} clips ({counter(rep['files_by_clip'])}); mutations: "
+        f"{counter(rep['mutations'])}",
         f"opened {rep['opened']}, open failed (typed): {counter(rep['open_failed_typed'])}",
         f"frames requested {rep['frames_requested']}: typed errors "
         f"{counter(rep['typed_errors'])}; degraded {counter(rep['degraded'])}; "
