@@ -1,5 +1,6 @@
-"""Chaos under load: workers killed and stopped during a torture run; every answer on time,
-no wrong EXACT frame, nothing left behind."""
+"""Chaos under load: workers killed and stopped during a torture run; every answer at its
+deadline (no request waits for a dead or stopped worker), no wrong EXACT frame, nothing left
+behind."""
 
 from __future__ import annotations
 
@@ -28,5 +29,9 @@ def test_torture_survives_kills_and_stops(make) -> None:
     assert chaos["leaked_memfd_fds"] == 0 and chaos["leaked_memfd_maps"] == 0
     assert chaos["clean"]
     assert rep["failed"] == 0, rep["errors"]
-    # generous: the shared CPU of a test run is noisy (the benchmark run asks for 100%)
-    assert rep["on_time"] >= 0.7, rep["on_time"]
+    assert rep["completed"] == rep["requests"]
+    # Every answer at its deadline: a request that waited for a killed or stopped worker would
+    # be late by the watchdog's seconds (phast.WorkerConfig.hang_timeout, 10 s), so no answer
+    # may be later than the scheduler of a loaded 2-core test machine explains (a few tens of
+    # ms; 0.5 s is the bound). The on-time share itself is the benchmark's figure.
+    assert rep["slack_ms"]["max"] < 500, rep["slack_ms"]

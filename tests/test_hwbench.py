@@ -88,7 +88,11 @@ def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
     assert rep["tdp_w"] == 20.0 and rep["tdp_source"] == "setting" and rep["budget"] == 0.10
     assert rep["budget_w"] == pytest.approx(2.0)
     assert 19 <= rep["requests"] <= 21
-    assert 0.0 <= rep["on_time"] <= 1.0
+    # What "on time" means: answered within one period of its slot; the share is of every
+    # scheduled request, and the per-second series adds up to it. (How many are on time is a
+    # timing figure, the benchmark's to report, not a unit test's on a shared machine.)
+    assert rep["on_time"] == pytest.approx(rep["on_time_count"] / rep["requests"])
+    assert sum(row["on_time"] for row in rep["series"]) == rep["on_time_count"]
     assert rep["on_time_count"] <= rep["completed"] <= rep["issued"] <= rep["requests"]
     assert rep["issued"] + rep["skipped"] == rep["requests"]
     assert set(rep["latency_ms"]) >= {"p50", "p95", "p99"}

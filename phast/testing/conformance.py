@@ -186,26 +186,29 @@ class BackendConformance:
             metafunc.parametrize("bad_input", self.bad_inputs)
 
     @pytest.fixture(scope="class")
-    def backend_class(self) -> type[Backend]:
-        spec = registry.available().get(self.backend)
+    @classmethod
+    def backend_class(cls) -> type[Backend]:
+        spec = registry.available().get(cls.backend)
         if spec is None:
-            pytest.fail(f"backend {self.backend!r} is not registered (known: "
+            pytest.fail(f"backend {cls.backend!r} is not registered (known: "
                         f"{', '.join(sorted(registry.available()))}); is its distribution "
                         "installed, or PHAST_NO_PLUGINS set?")
         return registry.load(spec)
 
     @pytest.fixture(scope="class", autouse=True)
-    def _backend_available(self, backend_class: type[Backend]) -> None:
+    @classmethod
+    def _backend_available(cls, backend_class: type[Backend]) -> None:
         result = backend_class.probe()
         if not result.available:
-            message = f"backend {self.backend!r} is unavailable here: {result.reason}"
+            message = f"backend {cls.backend!r} is unavailable here: {result.reason}"
             if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
                 pytest.fail(message)
             pytest.skip(message)
 
     @pytest.fixture(scope="class")
-    def conformance_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
-        return tmp_path_factory.mktemp(f"conformance-{self.backend}")
+    @classmethod
+    def conformance_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp(f"conformance-{cls.backend}")
 
     @pytest.fixture
     def clip_path(self, clip_kind: str, conformance_dir: Path) -> Path:
@@ -220,7 +223,8 @@ class BackendConformance:
         return tmp_path / "phast-cache"
 
     @pytest.fixture(scope="class")
-    def shared_pool(self) -> Iterator[phast.WorkerPool]:
+    @classmethod
+    def shared_pool(cls) -> Iterator[phast.WorkerPool]:
         """One worker for the class's exactness tests (clips take turns on it)."""
         pool = phast.WorkerPool(max_workers=1, config=phast.WorkerConfig(idle_timeout=5.0))
         yield pool
