@@ -134,6 +134,7 @@ def confine(limits: dict[str, Any] | None = None,
     threads = _threads()
     try:
         outcome = landlock.restrict(landlock.library_paths(), device_paths)
+        _granted_devices[:] = outcome.devices
         report["landlock"] = outcome.describe() + (
             f" ({threads - 1} earlier threads not covered)" if threads > 1 else "")
     except OSError as e:
@@ -170,22 +171,65 @@ def _try_create() -> str:
     return f"created {path}"
 
 
+def _try_read_passwd() -> str:
+    with open("/etc/passwd", "rb") as f:
+        return f"read {len(f.read())} bytes"
+
+
 def _try_socket() -> str:
     socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
     return "created a socket"
+
+
+def device_ioctl(path: str, flags: int = os.O_RDWR) -> str:
+    """Open device node ``path`` and send it a harmless ioctl (``TCGETS``: "are you a
+    terminal?"); what the driver said. Raises OSError when the open or the ioctl is refused
+    (Landlock says ``EACCES``). A driver that does not know the request answers ``ENOTTY`` (or
+    ``EINVAL``): the call got through the sandbox to the driver."""
+    import fcntl
+    import termios
+
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        try:
+            fcntl.ioctl(fd, termios.TCGETS, bytes(64))
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise
+            return f"reached the driver ({errno.errorcode.get(e.errno or 0, e.errno)})"
+        return "reached the driver (a terminal)"
+    finally:
+        os.close(fd)
+
+
+def _try_device(path: str) -> str:
+    try:
+        return device_ioctl(path)
+    except OSError as e:
+        return f"denied: {errno.errorcode.get(e.errno or 0, e.errno)}"
 
 
 def selftest() -> dict[str, str]:
     """Run inside a confined worker: attempt what the sandbox forbids, say what happened.
 
     Each attempt is harmless if it succeeds (the child exits at once, the file is removed).
+    Every device node the worker was granted is opened read-write and sent a harmless ioctl
+    (``"... (device grant)"``): a grant the kernel refuses is the fault there.
     """
-    return {
+    checks = {
         "socket (seccomp)": _attempt(_try_socket),
         "fork (seccomp)": _attempt(_try_fork),
-        "read /etc/passwd (landlock)": _attempt(lambda: len(open("/etc/passwd", "rb").read())),
+        "read /etc/passwd (landlock)": _attempt(_try_read_passwd),
         "create a file in /tmp (landlock)": _attempt(_try_create),
     }
+    for node in _granted_devices:
+        if not os.path.isdir(node):
+            checks[f"open+ioctl {node} (device grant)"] = _try_device(node)
+    return checks
+
+
+#: Device nodes this worker's Landlock ruleset grants (set by :func:`confine`).
+_granted_devices: list[str] = []
 
 
 # -- media descriptors granted by the editor -------------------------------------------------
