@@ -157,6 +157,13 @@ class Backend(abc.ABC):
     #: grants them only for backends named in ``WorkerConfig(backends=...)`` (imported before it
     #: confines itself); a CPU backend needs none.
     device_paths: ClassVar[tuple[str, ...]] = ()
+    #: False when the backend's libraries reserve more virtual address space than a cap can
+    #: allow (CUDA maps device memory and large reservations into the process, and fails to
+    #: initialise under ``RLIMIT_AS``). A worker that preloads such a backend
+    #: (``WorkerConfig(backends=...)``) sets no address-space cap; the editor bounds its
+    #: resident memory instead, with the same ``WorkerConfig(memory_limit=...)`` (a watchdog
+    #: that kills the worker past it). Elsewhere such a backend is refused at open.
+    address_space_limit: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> ProbeResult:

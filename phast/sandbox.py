@@ -39,11 +39,22 @@ PR_SET_PDEATHSIG = 1
 #: The layers every report has, in the order they are applied.
 LAYERS = ("no_new_privs", "rlimits", "environment", "landlock", "seccomp")
 
-#: Default worker limits; ``PHAST_WORKER_MEMORY`` (bytes) overrides the address-space cap.
+#: A worker's memory bound in bytes unless ``WorkerConfig(memory_limit=...)`` sets one (it
+#: reaches the worker as ``PHAST_WORKER_MEMORY``). Decoders of 4K frame-threaded streams stay
+#: well below it.
+DEFAULT_MEMORY = 8 << 30
+#: Default worker limits: ``memory`` (the bound above, bytes) and ``open_files``.
 DEFAULT_LIMITS: dict[str, int] = {
-    "address_space": 8 << 30,  # decoders of 4K frame-threaded streams stay well below this
+    "memory": DEFAULT_MEMORY,
     "open_files": 256,
 }
+#: How the memory bound is enforced. ``ADDRESS_SPACE``: ``RLIMIT_AS`` in the worker (an
+#: allocation past it fails; the worker exits). ``RESIDENT``: no address-space cap (CUDA reserves
+#: far more virtual memory than any useful cap and fails to start under one); the editor's
+#: watchdog kills the worker when its resident memory passes the bound
+#: (:class:`phast.supervisor.MemoryWatch`). A worker uses ``RESIDENT`` when one of the backends
+#: it preloads says ``address_space_limit = False``.
+ADDRESS_SPACE, RESIDENT = "address_space", "resident"
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc: no ldconfig subprocess
 
@@ -68,7 +79,7 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
 
 
-def _rlimits(lim: dict[str, Any]) -> str:
+def _rlimits(lim: dict[str, Any], bound: str) -> str:
     rl = []
     try:
         _limit(resource.RLIMIT_CORE, 0)
@@ -79,8 +90,15 @@ def _rlimits(lim: dict[str, Any]) -> str:
         rl.append("fsize=0")
         _limit(resource.RLIMIT_NOFILE, int(lim["open_files"]))
         rl.append(f"nofile={lim['open_files']}")
-        _limit(resource.RLIMIT_AS, int(lim["address_space"]))
-        rl.append(f"as={int(lim['address_space']) >> 20}MiB")
+        memory = int(lim["memory"])
+        if bound == ADDRESS_SPACE:
+            _limit(resource.RLIMIT_AS, memory)
+            rl.append(f"as={memory >> 20}MiB")
+        else:
+            soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+            rl.append("as=" + ("unlimited" if soft == resource.RLIM_INFINITY else
+                               f"{soft >> 20}MiB (inherited)"))
+            rl.append(f"resident<={memory >> 20}MiB (the editor's watchdog)")
         return "active: " + ", ".join(rl)
     except (OSError, ValueError) as e:
         return f"partial: {', '.join(rl) or 'none'} ({e})"
@@ -113,16 +131,20 @@ def host_support() -> dict[str, str]:
     return out
 
 
-def confine(limits: dict[str, Any] | None = None,
-            device_paths: Iterable[str] = ()) -> dict[str, str]:
+def confine(limits: dict[str, Any] | None = None, device_paths: Iterable[str] = (),
+            memory_bound: str = ADDRESS_SPACE) -> dict[str, str]:
     """Apply every available layer to the calling (worker) process; return the report.
 
     ``device_paths`` are glob patterns of device nodes the worker's backends need read-write
-    (``Backend.device_paths``). Call it while the process has one thread (see
-    :func:`phast.landlock.restrict`).
+    and by ioctl (``Backend.device_paths``). ``memory_bound`` is :data:`ADDRESS_SPACE` or
+    :data:`RESIDENT` (no address-space cap: the editor watches resident memory). Call it while
+    the process has one thread (see :func:`phast.landlock.restrict`).
     """
+    if memory_bound not in (ADDRESS_SPACE, RESIDENT):
+        raise ValueError(f"memory_bound must be {ADDRESS_SPACE!r} or {RESIDENT!r}")
     lim = {**DEFAULT_LIMITS, **(limits or {})}
-    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs(), "rlimits": _rlimits(lim)}
+    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs(),
+                              "rlimits": _rlimits(lim, memory_bound)}
     report["environment"] = "active: cleaned" if os.environ.get("PHAST_WORKER") == "1" else (
         "unavailable: not started by the supervisor")
     # libseccomp is loaded before Landlock: loading it may run a helper program (ctypes'

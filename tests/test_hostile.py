@@ -298,3 +298,67 @@ def test_default_workers_have_no_device_node() -> None:
     assert "devices" not in next(r["worker"] for r in result["layers"]
                                  if r["layer"] == "landlock")
 
+
+# -- memory: an address-space cap, or the editor's resident-memory watchdog ---------------------
+
+UNBOUNDED_SPEC = "tests.memory_backend:UnboundedBackend"
+
+
+@pytest.fixture
+def unbounded() -> Iterator[str]:
+    registry.register("unbounded", UNBOUNDED_SPEC)
+    yield "unbounded"
+    registry.unregister("unbounded")
+
+
+def test_workers_are_capped_by_the_kernel_and_not_watched(make, cache_dir, pool) -> None:
+    """A CPU worker's bound is its address-space cap, read back from /proc (not its word)."""
+    from phast import supervisor
+
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool) as clip:
+        clip.frame(0)
+        pid = clip.worker_pid
+        assert pid is not None
+        assert supervisor.address_space_cap(pid) == 2 << 30  # the pool fixture's memory_limit
+        assert "as=2048MiB" in clip.sandbox["rlimits"]
+        proc = pool.workers[0].proc
+        assert proc is not None and not supervisor.memory_watch.watched(proc)
+
+
+def test_an_uncapped_worker_is_killed_past_its_resident_bound(make, cache_dir,
+                                                              unbounded) -> None:
+    """A backend that declares ``address_space_limit = False`` (CUDA's case) runs in workers
+    without RLIMIT_AS; touching memory past ``memory_limit`` gets the worker killed by the
+    editor's watchdog, and the retry on a fresh worker is exact."""
+    from phast import supervisor
+
+    ref = reference_frames(make(CLIP))
+    pool = phast.WorkerPool(max_workers=1, config=phast.WorkerConfig(
+        hang_timeout=10.0, idle_timeout=1.0, memory_limit=512 << 20,
+        backends=(UNBOUNDED_SPEC,)))
+    try:
+        with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=unbounded,
+                        backend_options={"at": 40}) as clip:
+            assert np.array_equal(clip.frame(39).array, ref[39])
+            first = clip.worker_pid
+            assert first is not None
+            assert supervisor.address_space_cap(first) is None  # the kernel caps nothing
+            assert "as=unlimited" in clip.sandbox["rlimits"]
+            assert "resident<=512MiB" in clip.sandbox["rlimits"]
+            proc = pool.workers[0].proc
+            assert proc is not None and supervisor.memory_watch.watched(proc)
+            f = clip.frame(40)  # hoards until killed; retried on a fresh worker
+            assert f.index == 40 and np.array_equal(f.array, ref[40])
+            assert clip.worker_pid != first and pool.workers[0].restarts == 1
+            failure = pool.workers[0].last_failure or ""
+            assert "SIGKILL" in failure and "passed its bound of 512 MiB" in failure, failure
+            assert np.array_equal(clip.frame(41).array, ref[41])
+    finally:
+        pool.shutdown()
+
+
+def test_an_uncapped_backend_is_refused_in_a_capped_worker(make, cache_dir, pool,
+                                                            unbounded) -> None:
+    """Only workers that preload such a backend drop the cap: elsewhere it is refused."""
+    with pytest.raises(phast.BackendUnavailable, match="address-space cap"):
+        phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=unbounded)
