@@ -25,7 +25,7 @@ from phast.devframe import (
     check_device_record,
     mappings_for,
 )
-from phast.errors import BackendUnavailable, ProtocolViolation, WorkerCrashed
+from phast.errors import BackendUnavailable, DecodeError, ProtocolViolation, WorkerCrashed
 from phast.supervisor import Process, WorkerConfig
 
 HANDLE = bytes(range(64))
@@ -240,6 +240,174 @@ def test_device_slots_come_back_when_frames_go() -> None:
     del lease
     gc.collect()
     assert slots.grant() == s
+
+
+# -- what a GPU worker is given (real workers; the hardware is not) -------------------------------
+
+
+def test_gpu_backends_declare_their_device_nodes() -> None:
+    from fnmatch import fnmatch
+
+    from phast.backends.nvdec import NvdecBackend
+    from phast.backends.vaapi import VaapiBackend
+
+    def granted(node: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch(node, p) for p in patterns)
+
+    nv = NvdecBackend.device_paths
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0",
+                 "/dev/nvidia7", "/dev/nvidia-caps/nvidia-cap1"):
+        assert granted(node, nv), node
+    for node in ("/dev/nvidia-modeset", "/dev/dri/renderD128", "/dev/dri/card0"):
+        assert not granted(node, nv), node
+    assert VaapiBackend.device_paths == ("/dev/dri/renderD*",)
+    assert granted("/dev/dri/renderD129", VaapiBackend.device_paths)
+    assert not granted("/dev/dri/card0", VaapiBackend.device_paths)
+    # CUDA cannot start under an address-space cap; VAAPI can.
+    assert NvdecBackend.address_space_limit is False
+    assert VaapiBackend.address_space_limit is True
+
+
+def test_a_gpu_host_s_default_workers_preload_and_grant_the_hardware(monkeypatch) -> None:
+    """Where the cheap host checks pass, the default pool's workers preload NVDEC and VAAPI
+    before confining themselves: their device patterns reach the Landlock ruleset (nodes that
+    exist are granted read-write with device ioctls, the others reported missing) and, NVDEC
+    being preloaded, the worker has no address-space cap and the editor watches its resident
+    memory instead."""
+    import glob
+
+    from phast import sandbox, supervisor
+    from phast.backends.nvdec import NvdecBackend
+    from phast.backends.vaapi import VaapiBackend
+
+    monkeypatch.setattr(registry, "host_check", lambda name: None)
+    config = WorkerConfig()
+    assert config.backends == (registry.BUILTIN["nvdec"], registry.BUILTIN["vaapi"])
+    proc = Process(config)
+    try:
+        report = proc.sandbox
+        assert "preload" not in report  # both modules import here, without their libraries
+        assert "as=unlimited" in report["rlimits"], report["rlimits"]
+        assert f"resident<={sandbox.DEFAULT_MEMORY >> 20}MiB" in report["rlimits"]
+        assert supervisor.address_space_cap(proc.pid) is None
+        assert supervisor.memory_watch.watched(proc)
+        if sandbox.host_support()["landlock"].startswith("supported"):
+            line = report["landlock"]
+            for pattern in NvdecBackend.device_paths + VaapiBackend.device_paths:
+                nodes = glob.glob(pattern)
+                assert all(n in line for n in nodes) if nodes else pattern in line, pattern
+    finally:
+        proc.stop()
+    assert not supervisor.memory_watch.watched(proc)
+
+
+# -- PyNvVideoCodec's errors, typed (stand-in classes: the library is absent here) ---------------
+
+
+def _gpu_errors() -> dict[str, Any]:
+    from tests import gpu_standin_backend as standin
+
+    class CUDARuntimeError(RuntimeError):  # as cupy names it
+        pass
+
+    class OutOfMemoryError(MemoryError):  # cupy's device out-of-memory
+        pass
+
+    return {**{k: f() for k, f in standin.ERRORS.items()},
+            "cupy": CUDARuntimeError("cudaErrorIllegalAddress"),
+            "device_oom": OutOfMemoryError("out of memory allocating 1 GiB"),
+            "api": AttributeError("'DecodedFrame' object has no attribute 'getPTS'")}
+
+
+@pytest.mark.parametrize(("name", "opening", "expected"), [
+    ("unsupported", True, "CannotHandle"),
+    ("unsupported", False, "UnsupportedCodec"),
+    ("generic", False, "DeviceError"),
+    ("generic", True, "DeviceError"),
+    ("runtime", False, "DeviceError"),
+    ("cupy", False, "DeviceError"),
+    ("device_oom", False, "DeviceError"),
+    ("api", False, "DeviceError"),
+])
+def test_gpu_library_errors_become_typed_errors(name: str, opening: bool, expected: str) -> None:
+    from phast.backends.nvdec import device_error
+
+    mapped = device_error(_gpu_errors()[name], "NVDEC decoding", opening=opening)
+    assert type(mapped).__name__ == expected
+    assert "NVDEC decoding" in str(mapped)
+
+
+def test_typed_and_host_errors_pass_through() -> None:
+    import av
+
+    from phast.backends.base import SlotTooSmall
+    from phast.backends.nvdec import device_error
+    from phast.errors import DecodeError
+
+    for error in (DecodeError("damaged"), SlotTooSmall(10), MemoryError(), KeyboardInterrupt(),
+                  av.error.InvalidDataError(1094995529, "Invalid data")):
+        assert device_error(error, "x") is None, error
+
+
+def test_a_failed_device_call_raises_typed_and_drops_the_decode_run() -> None:
+    """NvdecBackend's own context manager (on an instance without CUDA): the error is typed,
+    chained to the original, and the next request starts a fresh decoder (no warm run)."""
+    from phast.backends.nvdec import NvdecBackend
+    from phast.errors import DeviceError
+
+    backend = NvdecBackend.__new__(NvdecBackend)
+    backend._opening, backend._fresh, backend._run_start = False, True, 7
+    original = _gpu_errors()["generic"]
+    with pytest.raises(DeviceError, match="NVDEC decoding: PyNvVCException") as caught, \
+            backend._device_call("NVDEC decoding"):
+        raise original
+    assert caught.value.__cause__ is original
+    assert backend._run_start is None and backend._fresh is False
+    with pytest.raises(ValueError, match="not a GPU error"), backend._device_call("x"):
+        raise DecodeError("not a GPU error")  # typed already: unchanged
+
+
+@pytest.fixture
+def gpu_error() -> Any:
+    registry.register("gpu-error", "tests.gpu_standin_backend:GpuErrorBackend")
+    yield "gpu-error"
+    registry.unregister("gpu-error")
+
+
+@pytest.mark.parametrize("error", ["generic", "runtime"])
+def test_a_device_error_ends_the_worker_and_the_retry_is_exact(error, make, cache_dir, pool,
+                                                               gpu_error) -> None:
+    from tests.reference import reference_frames
+
+    ref = reference_frames(make("h264_bpyramid_longgop"))
+    with phast.open(make("h264_bpyramid_longgop"), cache_dir=cache_dir, pool=pool,
+                    backend=gpu_error, backend_options={"error": error, "at": 20}) as clip:
+        first = clip.worker_pid
+        assert np.array_equal(clip.frame(20).array, ref[20])  # on a fresh worker
+        assert clip.worker_pid != first and pool.workers[0].restarts == 1
+        failure = pool.workers[0].last_failure or ""
+        assert "device error" in failure and "NVDEC decoding" in failure, failure
+
+
+def test_an_unsupported_stream_is_a_typed_error(make, cache_dir, pool, gpu_error) -> None:
+    """Mid-stream, PyNvVideoCodec's "unsupported" is UnsupportedCodec for that request (the
+    worker lives on); while opening, CannotHandle (an explicit backend: UnsupportedCodec)."""
+    from tests.reference import reference_frames
+
+    path = make("h264_bpyramid_longgop")
+    ref = reference_frames(path)
+    with phast.open(path, cache_dir=cache_dir, pool=pool, backend=gpu_error,
+                    backend_options={"error": "unsupported", "at": 20, "always": True}) as clip:
+        pid = clip.worker_pid
+        with pytest.raises(phast.UnsupportedCodec, match="not supported on this GPU"):
+            clip.frame(20)
+        assert np.array_equal(clip.frame(21).array, ref[21])
+        assert clip.worker_pid == pid and pool.workers[0].restarts == 0
+    fresh = cache_dir / "fresh"  # no stored index: the open runs in a worker now
+    fresh.mkdir()
+    with pytest.raises(phast.UnsupportedCodec, match="gpu-error: NVDEC cannot decode"):
+        phast.open(path, cache_dir=fresh, pool=pool, backend=gpu_error,
+                   backend_options={"error": "unsupported", "at": -1})
 
 
 # -- on a GPU -------------------------------------------------------------------------------------
