@@ -152,10 +152,11 @@ class Backend(abc.ABC):
     #: of the format's samples. A format absent here is converted bit-exactly. Native planes are
     #: always exact: they are the decoder's output, not a conversion.
     conversion_tolerance: ClassVar[Mapping[str, int]] = MappingProxyType({})
-    #: Device nodes (glob patterns under /dev, e.g. ``("/dev/nvidia*", "/dev/dri/renderD*")``)
-    #: the backend opens read-write; the worker's Landlock ruleset grants exactly these. A worker
-    #: grants them only for backends named in ``WorkerConfig(backends=...)`` (imported before it
-    #: confines itself); a CPU backend needs none.
+    #: Device nodes (glob patterns under /dev, e.g. ``("/dev/nvidiactl", "/dev/dri/renderD*")``)
+    #: the backend opens read-write and talks to by ioctl; the worker's Landlock ruleset grants
+    #: exactly these (the nodes that exist when it starts). A worker grants them only for
+    #: backends named in ``WorkerConfig(backends=...)`` (imported before it confines itself); a
+    #: CPU backend needs none.
     device_paths: ClassVar[tuple[str, ...]] = ()
     #: False when the backend's libraries reserve more virtual address space than a cap can
     #: allow (CUDA maps device memory and large reservations into the process, and fails to

@@ -7,7 +7,9 @@ READY record and is visible as ``Clip.sandbox`` and in ``phast doctor``.
 Layers, in the order the worker applies them at start-up (before READY, so before any request):
 
 * ``no_new_privs`` (``PR_SET_NO_NEW_PRIVS``): no set-uid gain, and seccomp without privileges;
-* ``rlimits``: address space, open files, no core files, no file growth;
+* ``rlimits``: address space (none for workers running a backend that cannot start under a
+  cap, CUDA's: the editor bounds their resident memory instead), open files, no core files,
+  no file growth;
 * ``environment``: cleaned environment and stdio on /dev/null (set by the supervisor at spawn;
   the worker then points descriptor 2 at a pipe it reads itself, :mod:`phast.avlog`);
 * ``landlock`` (:mod:`phast.landlock`): read-only access to library paths, nothing writable or

@@ -20,7 +20,8 @@ job queued on that worker simply runs on the new process; sessions re-open lazil
 their playhead.
 
 :class:`WorkerPool` bounds the number of processes: clips share workers once the bound is
-reached (least-loaded first).
+reached (least-loaded first). :class:`MemoryWatch` kills a worker whose resident memory passes
+its bound where the kernel does not cap its address space (GPU workers).
 """
 
 from __future__ import annotations
