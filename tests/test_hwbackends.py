@@ -2,8 +2,13 @@
 
 Runs here: probe reasons, selection with recorded skips, ``phast backends``, the record checks
 (plain data), mapping closure when a real worker process ends (IPC calls recorded by a stand-in:
-the process and its ending are real, the GPU is not -- that part is not NVDEC done).
-GPU tests (``nvdec``/``gpu`` markers) skip without the hardware, fail with PHAST_REQUIRE_GPU=1.
+the process and its ending are real, the GPU is not -- that part is not NVDEC done), what a GPU
+worker is given (device patterns, no address-space cap: real workers, no hardware),
+PyNvVideoCodec's errors typed (stand-in classes named as the library names them) and NVDEC's
+own error path in real workers on a CPU decoder.
+GPU tests (``nvdec``/``gpu`` markers) skip without the hardware, fail with PHAST_REQUIRE_GPU=1;
+the ``vaapi`` one fails with PHAST_REQUIRE_GPU=vaapi (or ``all``). Tests that assume the hardware
+is absent skip where it is present.
 """
 
 from __future__ import annotations
@@ -510,6 +515,42 @@ def test_nvdec_worker_crash_closes_mappings(make: Any, cache_dir: Path) -> None:
         with pytest.raises(WorkerCrashed):
             frame.__cuda_array_interface__  # noqa: B018
         assert again.to_ndarray().shape[2] == 3
+
+
+@pytest.mark.nvdec
+@pytest.mark.gpu
+def test_nvdec_workers_get_the_gpu_and_no_address_space_cap(make: Any, cache_dir: Path) -> None:
+    """On a GPU host the default workers preload NVDEC: its nodes are granted and usable (an
+    ioctl reaches the NVIDIA driver through Landlock), there is no address-space cap, and CUDA
+    starts under the rest of the sandbox (seccomp included)."""
+    from phast import doctor
+
+    result = doctor.run()
+    assert result["ok"], result
+    grants = [c for c in result["checks"] if c.endswith("(device grant)")]
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"):
+        assert f"open+ioctl {node} (device grant)" in grants, grants
+    with phast.open(make("h264_bpyramid_longgop"), backend="nvdec", cache_dir=cache_dir) as hw:
+        hw.frame(0)
+        assert "as=unlimited" in hw.sandbox["rlimits"], hw.sandbox
+        assert "/dev/nvidiactl" in hw.sandbox["landlock"], hw.sandbox
+
+
+@pytest.mark.vaapi
+def test_vaapi_frames_match_software(make: Any, cache_dir: Path) -> None:
+    """VAAPI's downloaded NV12 holds the software decoder's samples, bit for bit."""
+    if not _pyav_has_vaapi():  # a failure under PHAST_REQUIRE_GPU=vaapi (tests/gpu_gate.py)
+        pytest.skip("this PyAV has no VAAPI: build it from source (backends/vaapi.py FIX)")
+    path = make("h264_bpyramid_longgop")
+    with phast.open(path, backend="software", cache_dir=cache_dir) as sw, \
+            phast.open(path, backend="vaapi", cache_dir=cache_dir) as hw:
+        assert len(sw) == len(hw)
+        for i in (0, 5, len(sw) - 1, 17, 3, 61):
+            y, uv = hw.frame(i, format="native").planes
+            sy, su, sv = sw.frame(i, format="native").planes
+            assert np.array_equal(y, sy), i
+            assert np.array_equal(uv[:, 0::2], su) and np.array_equal(uv[:, 1::2], sv), i
+        assert "/dev/dri/renderD" in hw.sandbox["landlock"], hw.sandbox
 
 
 def test_the_image_worker_gets_no_backend_devices() -> None:
