@@ -227,8 +227,17 @@ def device_ioctl(path: str, flags: int = os.O_RDWR) -> str:
 
 
 def _try_device(path: str) -> str:
+    # access(2) checks the file's mode only (Landlock does not mediate it): a node this user may
+    # not open at all (a root-only MIG capability node) is no sandbox refusal, and one it may
+    # only read (capability nodes are opened read-only) is tried read-only.
+    if os.access(path, os.R_OK | os.W_OK):
+        flags, how = os.O_RDWR, ""
+    elif os.access(path, os.R_OK):
+        flags, how = os.O_RDONLY, " (read-only: its file mode)"
+    else:
+        return "not tried: its file mode lets this user not open it, sandbox or not"
     try:
-        return device_ioctl(path)
+        return device_ioctl(path, flags) + how
     except OSError as e:
         return f"denied: {errno.errorcode.get(e.errno or 0, e.errno)}"
 
@@ -237,8 +246,9 @@ def selftest() -> dict[str, str]:
     """Run inside a confined worker: attempt what the sandbox forbids, say what happened.
 
     Each attempt is harmless if it succeeds (the child exits at once, the file is removed).
-    Every device node the worker was granted is opened read-write and sent a harmless ioctl
-    (``"... (device grant)"``): a grant the kernel refuses is the fault there.
+    Every device node the worker was granted is opened (read-write where its file mode lets the
+    user) and sent a harmless ioctl (``"... (device grant)"``): a grant the sandbox refuses
+    (``denied: EACCES``) is the fault there.
     """
     checks = {
         "socket (seccomp)": _attempt(_try_socket),
