@@ -85,7 +85,13 @@ class CrossChecked(SoftwareBackend):
         #: disagreed, in which case the reference serves every frame.
         self.cross_check: dict[str, Any] = {"compared": 0, "disagreed": None}
 
-    # -- index: the reference's ------------------------------------------------------------
+    # -- facts and index: the reference's -------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The reference's description: the same container, and frame 0 as the software
+        decoder gives it (the source's pixel format, its rotation), before and after indexing
+        alike."""
+        return self._reference.describe()
+
     def build_index(self, *, full_decode: bool = False) -> FrameIndex:
         index = self._reference.build_index(full_decode=full_decode)
         super().use_index(index)

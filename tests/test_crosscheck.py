@@ -38,6 +38,7 @@ def _open(make: Any, cache_dir: Any, pool: Any, lie: list[int]) -> phast.Clip:
 def test_a_truthful_decoder_is_served(make, cache_dir, pool, lying) -> None:
     ref = reference_frames(make(CLIP))
     with _open(make, cache_dir, pool, []) as clip:
+        assert clip.info.pix_fmt == "yuv420p"  # the source's, from the reference's description
         for i in (70, 3, 60, 89, 0):
             assert np.array_equal(clip.frame(i).array, ref[i]), i
 
