@@ -152,11 +152,19 @@ class Backend(abc.ABC):
     #: of the format's samples. A format absent here is converted bit-exactly. Native planes are
     #: always exact: they are the decoder's output, not a conversion.
     conversion_tolerance: ClassVar[Mapping[str, int]] = MappingProxyType({})
-    #: Device nodes (glob patterns under /dev, e.g. ``("/dev/nvidia*", "/dev/dri/renderD*")``)
-    #: the backend opens read-write; the worker's Landlock ruleset grants exactly these. A worker
-    #: grants them only for backends named in ``WorkerConfig(backends=...)`` (imported before it
-    #: confines itself); a CPU backend needs none.
+    #: Device nodes (glob patterns under /dev, e.g. ``("/dev/nvidiactl", "/dev/dri/renderD*")``)
+    #: the backend opens read-write and talks to by ioctl; the worker's Landlock ruleset grants
+    #: exactly these (the nodes that exist when it starts). A worker grants them only for
+    #: backends named in ``WorkerConfig(backends=...)`` (imported before it confines itself); a
+    #: CPU backend needs none.
     device_paths: ClassVar[tuple[str, ...]] = ()
+    #: False when the backend's libraries reserve more virtual address space than a cap can
+    #: allow (CUDA maps device memory and large reservations into the process, and fails to
+    #: initialise under ``RLIMIT_AS``). A worker that preloads such a backend
+    #: (``WorkerConfig(backends=...)``) sets no address-space cap; the editor bounds its
+    #: resident memory instead, with the same ``WorkerConfig(memory_limit=...)`` (a watchdog
+    #: that kills the worker past it). Elsewhere such a backend is refused at open.
+    address_space_limit: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> ProbeResult:

@@ -21,7 +21,24 @@ Memory ownership (the rules ``docs/architecture.md`` states):
 * The editor opens each allocation once (``cudaIpcOpenMemHandle``) per worker process and
   closes every mapping of a process when it ends (crash included), before any retry.
 * A CUDA or decoder error raises :class:`~phast.errors.DeviceError`: the worker reports it and
-  exits, since its CUDA context may be poisoned.
+  exits, since its CUDA context may be poisoned. PyNvVideoCodec's own exception classes are
+  mapped by name (:func:`device_error`): ``PyNvVCExceptionUnsupported`` (codec, profile or size
+  this GPU lacks) is :class:`~phast.errors.CannotHandle` while opening (``auto`` goes on to the
+  next backend) and :class:`~phast.errors.UnsupportedCodec` later; ``PyNvVCException``, CUDA
+  errors and anything else a GPU call raises are :class:`~phast.errors.DeviceError`. No untyped
+  error leaves a device call.
+
+Damage: NVDEC reports no concealed or corrupt picture (PyNvVideoCodec only prints), so
+:class:`NvFrame` can never say ``is_corrupt``. The index and the damage marks come from the
+software decoder in the same worker, and NVDEC's pictures are compared with its pictures on a
+sample (:class:`~phast.backends.crosscheck.CrossChecked`); after a disagreement the software
+decoder's pictures are served, uploaded to device memory.
+
+The worker: NVDEC needs the NVIDIA device nodes (:attr:`NvdecBackend.device_paths`, granted
+read-write with device ioctls by Landlock) and no address-space cap
+(``address_space_limit = False``: CUDA reserves far more virtual memory than any useful cap and
+fails to initialise under one); its resident memory is bounded by the editor instead
+(``WorkerConfig(memory_limit=...)``, :class:`phast.supervisor.MemoryWatch`).
 
 Colour: NVDEC gives NV12 (8-bit 4:2:0). ``format="native"`` is that NV12 (planes Y and
 interleaved UV); ``"rgb24"`` is converted on the GPU by :func:`nv12_to_rgb` (BT.601 or BT.709
@@ -31,24 +48,48 @@ of FFmpeg's swscale. Other formats are not offered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from phast.errors import CannotHandle, DecodeError, DeviceError, InvalidArgument, MediaError
+from phast.errors import (
+    CannotHandle,
+    DecodeError,
+    DeviceError,
+    InvalidArgument,
+    MediaError,
+    PhastError,
+    UnsupportedCodec,
+)
 from phast.index import KEY
 
 from .base import DecodedFrame, PlaneLayout, ProbeResult, SlotTooSmall, check_format
-from .software import SoftwareBackend, _Tag, av
+from .crosscheck import CrossChecked, planes_crc
+from .software import _frame_pos, _Tag, av, frame_planes
 
 #: Codecs fed to NVDEC here (those with an Annex-B filter in FFmpeg); 8-bit 4:2:0 only.
 NVDEC_CODECS = frozenset({"h264", "hevc"})
 NVDEC_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
-#: NVDEC's limits per codec (width, height), from NVIDIA's decoder support matrix.
+#: NVDEC's limits per codec (width, height), from NVIDIA's decoder support matrix (NVDEC
+#: application note): below the minimum or above the maximum, the decoder refuses the stream.
 MAX_SIZE = {"h264": (4096, 4096), "hevc": (8192, 8192)}
+MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144)}
+#: The NVIDIA device nodes CUDA and NVDEC open (Landlock grants them read-write and device
+#: ioctls): the control node, unified memory (``nvidia-uvm``, and its ``-tools`` node, which the
+#: driver opens too), one node per GPU, and the capability nodes of MIG instances. Not
+#: ``nvidia-modeset`` (display only). Nodes must exist before a worker starts: a worker cannot
+#: run ``nvidia-modprobe`` to create ``nvidia-uvm`` (:func:`phast.registry.host_check` says so).
+NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
+                  "/dev/nvidia[0-9]*", "/dev/nvidia-caps/nvidia-cap[0-9]*")
+#: PyNvVideoCodec's exception classes (pybind11 ``register_exception``: each derives from
+#: ``Exception`` only, neither from the other). Matched by class name along the MRO, so the
+#: mapping works (and is tested) where the module is not installed.
+NVC_UNSUPPORTED = "PyNvVCExceptionUnsupported"  #: codec, profile, size or format this GPU lacks
+NVC_ERROR = "PyNvVCException"  #: any other PyNvVideoCodec failure (CUDA, NVDEC API, parser)
 #: Device memory is carved from allocations this big (or one frame's size, if larger).
 ARENA_BYTES = 64 << 20
 #: Alignment of slot offsets and row pitches inside an allocation.
@@ -180,9 +221,13 @@ class NvFrame:
     """A decoded NVDEC picture copied into worker-owned device memory (an NV12 cupy array).
 
     Carries the attributes the software backend's checks read (``opaque``, ``pts``...).
+    ``is_corrupt`` is always False because no signal exists: NVDEC reports no concealed or
+    corrupt picture (PyNvVideoCodec prints, it does not tell its caller). What stands behind an
+    NVDEC picture instead is the software decoder's index (damage marked as the software backend
+    marks it) and the sampled comparison of :class:`~phast.backends.crosscheck.CrossChecked`.
     """
 
-    is_corrupt = False
+    is_corrupt = False  # unknowable here: see the class docstring
     rotation = 0
     format = _Format()
 
@@ -202,11 +247,33 @@ class NvFrame:
         return self.nv12[:h, :w], self.nv12[h:h + ch, :cw]
 
 
-def _device_errors(cp: Any) -> tuple[type[BaseException], ...]:
-    return (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError)
+def device_error(error: BaseException, what: str, *, opening: bool = False) -> PhastError | None:
+    """The typed phast error for ``error``, raised by a GPU library during ``what``; None for
+    what passes through unchanged.
+
+    Unchanged: phast's own errors and :class:`SlotTooSmall` (already typed), FFmpeg's (the
+    software machinery reads them), a host ``MemoryError`` (the worker exits), and what is not
+    an ``Exception`` (interrupts, exits). PyNvVideoCodec's classes are told apart by name along
+    the MRO (the module may be absent; pybind11 registers both on ``Exception``):
+    ``PyNvVCExceptionUnsupported`` is :class:`CannotHandle` while ``opening`` (``auto`` tries
+    the next backend) and :class:`UnsupportedCodec` afterwards (the caller gets it, and the
+    next request starts a fresh decoder). Everything else -- ``PyNvVCException``, cupy's CUDA
+    runtime and driver errors, device out-of-memory (cupy's ``OutOfMemoryError`` is a
+    ``MemoryError`` subclass), pybind11's translations of C++ exceptions (``RuntimeError``,
+    ``ValueError``...), an API that changed (``AttributeError``) -- is :class:`DeviceError`:
+    the worker exits, since its CUDA context may be poisoned.
+    """
+    if isinstance(error, (PhastError, SlotTooSmall, av.FFmpegError)) \
+            or not isinstance(error, Exception) or type(error) is MemoryError:
+        return None
+    detail = f"{what}: {type(error).__name__}: {error}"
+    if NVC_UNSUPPORTED in {cls.__name__ for cls in type(error).__mro__}:
+        return (CannotHandle if opening else UnsupportedCodec)(
+            f"NVDEC cannot decode this stream on this GPU ({detail})")
+    return DeviceError(detail)
 
 
-class NvdecBackend(SoftwareBackend):
+class NvdecBackend(CrossChecked):
     """NVDEC decoding into device memory. Options: ``gpu`` (device ordinal, default 0),
     ``keep_bytes`` (device bytes of decoded frames kept for backward stepping)."""
 
@@ -218,6 +285,10 @@ class NvdecBackend(SoftwareBackend):
     #: NVDEC's samples are exact (the codec is); the float conversion differs from swscale's
     #: fixed-point one by rounding. Not yet measured on hardware: see the GPU tests.
     conversion_tolerance: ClassVar[Mapping[str, int]] = MappingProxyType({"rgb24": 3})
+    device_paths: ClassVar[tuple[str, ...]] = NVIDIA_DEVICES
+    #: CUDA reserves far more address space than any useful cap: workers running NVDEC are
+    #: bounded by resident memory (the editor's watchdog), not by RLIMIT_AS.
+    address_space_limit: ClassVar[bool] = False
 
     @classmethod
     def probe(cls) -> ProbeResult:
@@ -235,8 +306,10 @@ class NvdecBackend(SoftwareBackend):
         try:
             count = int(cp.cuda.runtime.getDeviceCount())
         except Exception as e:
-            return ProbeResult(False, f"CUDA cannot start here ({e}); a worker's address-space "
-                                      "cap also stops it: WorkerConfig(memory_limit=...)")
+            return ProbeResult(False, f"CUDA cannot start here ({e}); in a worker it needs the "
+                                      "NVIDIA device nodes and no address-space cap, which "
+                                      "workers that preload this backend get "
+                                      "(WorkerConfig(backends=...), the default on a GPU host)")
         if count < 1:
             return ProbeResult(False, "no CUDA device")
         name = cp.cuda.runtime.getDeviceProperties(0)["name"]
@@ -252,9 +325,13 @@ class NvdecBackend(SoftwareBackend):
         if info.get("pix_fmt") not in NVDEC_PIX_FMTS or info.get("bit_depth") != 8:
             return (f"the NVDEC path handles 8-bit 4:2:0 only; this stream is "
                     f"{info.get('pix_fmt')} ({info.get('bit_depth')} bits)")
+        width, height = int(info.get("width", 0)), int(info.get("height", 0))
         mw, mh = MAX_SIZE[str(codec)]
-        if int(info.get("width", 0)) > mw or int(info.get("height", 0)) > mh:
-            return f"{info.get('width')}x{info.get('height')} exceeds NVDEC's {mw}x{mh} for {codec}"
+        if width > mw or height > mh:
+            return f"{width}x{height} exceeds NVDEC's {mw}x{mh} for {codec}"
+        nw, nh = MIN_SIZE[str(codec)]
+        if width < nw or height < nh:
+            return f"{width}x{height} is below NVDEC's minimum {nw}x{nh} for {codec}"
         return None
 
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
@@ -263,25 +340,31 @@ class NvdecBackend(SoftwareBackend):
         import PyNvVideoCodec as nvc
 
         self._cp, self._nvc = cp, nvc
-        self._errors_dev = _device_errors(cp)
+        self._opening = True  # PyNvVideoCodec's "unsupported" is CannotHandle until open is done
         # NVDEC decodes every packet it is given: no NONREF skipping on long seeks.
         super().__init__(path, stream=stream, options={**options, "skip_nonref": False},
                          progress=progress)
-        codec = self._cc.name
-        if codec not in NVDEC_CODECS:
-            raise CannotHandle(f"NVDEC is fed {', '.join(sorted(NVDEC_CODECS))} here, "
-                               f"not {codec!r}")
-        self._gpu = int(options.get("gpu", 0))
-        cs = getattr(self._cc, "colorspace", None)
-        self._bt709 = int(cs or 0) == 1  # AVCOL_SPC_BT709, as swscale reads the frame's
-        rng = getattr(self._cc, "color_range", None)
-        self._full = int(rng or 0) == 2 or self._cc.pix_fmt == "yuvj420p"
-        self._pts_of: dict[int, int | None] = {}
-        self._pool = DevicePool(cp)
-        self._bsf: Any = None
-        self._decoder: Any = None
-        self._fresh = False
-        self._new_decoder()
+        try:
+            codec = self._cc.name
+            if codec not in NVDEC_CODECS:
+                raise CannotHandle(f"NVDEC is fed {', '.join(sorted(NVDEC_CODECS))} here, "
+                                   f"not {codec!r}")
+            self._gpu = int(options.get("gpu", 0))
+            cs = getattr(self._cc, "colorspace", None)
+            self._bt709 = int(cs or 0) == 1  # AVCOL_SPC_BT709, as swscale reads the frame's
+            rng = getattr(self._cc, "color_range", None)
+            self._full = int(rng or 0) == 2 or self._cc.pix_fmt == "yuvj420p"
+            self._pts_of: dict[int, int | None] = {}
+            self._pool = DevicePool(cp)
+            self._bsf: Any = None
+            self._decoder: Any = None
+            self._fresh = False
+            self._new_decoder()
+            self._check_first_packet()
+        except BaseException:
+            self.close()
+            raise
+        self._opening = False
 
     # -- the decoder ----------------------------------------------------------------------------
     def _new_decoder(self) -> None:
@@ -297,13 +380,49 @@ class NvdecBackend(SoftwareBackend):
                                                     usedevicememory=True)
         self._fresh = True
 
+    def _check_first_packet(self) -> None:
+        """Give NVDEC the stream's first packet now: a GPU without the stream's profile, level
+        or size raises ``PyNvVCExceptionUnsupported`` when it parses the sequence header --
+        :class:`CannotHandle` here, so ``auto`` tries the next backend, not an error at the
+        first frame."""
+        try:
+            for pkt in self._container.demux(self._stream):
+                if not pkt.size:
+                    continue
+                for p in self._bsf.filter(pkt):
+                    payload = np.frombuffer(bytes(p), np.uint8)
+                    pd = self._nvc.PacketData()
+                    pd.bsl_data = int(payload.ctypes.data)
+                    pd.bsl = len(payload)
+                    self._fresh = False
+                    with self._device_call("checking the stream on NVDEC"):
+                        for _ in self._decoder.Decode(pd):
+                            pass  # pictures of this check are not kept
+                    del payload  # alive until Decode returned
+                break
+        except av.FFmpegError:
+            pass  # a damaged first packet: the software reference indexes and marks damage
+        finally:
+            self._open_container()  # from byte 0 again, with a fresh decoder
+
     def _open_container(self) -> None:
         super()._open_container()
         if getattr(self, "_pool", None) is not None:
             self._flush_decoder()  # the filter belongs to the old container's stream
 
-    def _device_call(self, what: str) -> Any:
-        return _DeviceCall(what, self._errors_dev)
+    @contextlib.contextmanager
+    def _device_call(self, what: str) -> Iterator[None]:
+        """Turn what a GPU call raises in the block into a typed error (:func:`device_error`);
+        after one, the next request decodes with a fresh decoder."""
+        try:
+            yield
+        except Exception as e:
+            mapped = device_error(e, what, opening=self._opening)
+            if mapped is None:
+                raise
+            self._reset_run()  # no warm continuation through a decoder that failed
+            self._fresh = False
+            raise mapped from e
 
     def _flush_decoder(self) -> None:
         # NVDEC has no flush-without-output: a fresh decoder (and filter) starts a new run.
@@ -360,11 +479,44 @@ class NvdecBackend(SoftwareBackend):
         key = bool(idx is not None and 0 <= pos < len(idx.pkt_flags) and idx.pkt_flags[pos] & KEY)
         return NvFrame(cp.array(src, copy=True), w, h, pos, self._pts_of.pop(pos, None), key)
 
+    # -- the cross-check (backends/crosscheck.py) -----------------------------------------------
+    def _picture_crc(self, frame: Any) -> int:
+        """The CRC of an NVDEC picture's Y, U and V samples, in the software decoder's planar
+        layout (NV12's interleaved UV split into U and V), read back from the device."""
+        if not isinstance(frame, NvFrame):
+            return super()._picture_crc(frame)
+        y, uv = frame.split()
+        with self._device_call("reading a picture back for the cross-check"):
+            host_y, host_uv = self._cp.asnumpy(y), self._cp.asnumpy(uv)
+        return planes_crc([host_y, host_uv[:, 0::2], host_uv[:, 1::2]])
+
+    def _disagreement(self, j: int) -> None:
+        super()._disagreement(j)
+        self._decoder = None  # the software decoder serves from now on: free the NVDEC session
+        self._fresh = True
+
+    def _nv_frame(self, index: int) -> NvFrame:
+        """Frame ``index`` as NV12 in device memory: NVDEC's picture, or after a disagreement
+        the software decoder's, uploaded (bit-exact with a sequential software decode)."""
+        frame = self.av_frame(index)
+        if isinstance(frame, NvFrame):
+            return frame
+        y, u, v = frame_planes(frame)
+        h, w = y.shape
+        ch, cw = u.shape
+        nv12 = np.zeros((h + ch, max(w, 2 * cw)), np.uint8)
+        nv12[:h, :w] = y
+        nv12[h:, 0:2 * cw:2] = u
+        nv12[h:, 1:2 * cw:2] = v
+        with self._device_call("uploading a software picture"):
+            dev = self._cp.asarray(nv12)
+        return NvFrame(dev, w, h, _frame_pos(frame) or 0, frame.pts, bool(frame.key_frame))
+
     # -- frames ---------------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
         """Host path (proxy building, checks): convert on the GPU, then copy to ``out``."""
         check_format(self, format)
-        frame: NvFrame = self.av_frame(index)
+        frame = self._nv_frame(index)
         w, h = frame.width, frame.height
         y, uv = frame.split()
         if format == "native":
@@ -393,7 +545,7 @@ class NvdecBackend(SoftwareBackend):
         convert + area-downscale kernel): only the small picture crosses the bus."""
         from phast.kernels import cuda
 
-        frame: NvFrame = self.av_frame(index)
+        frame = self._nv_frame(index)
         y, uv = frame.split()
         with self._device_call("making a proxy on the GPU"):
             return np.asarray(cuda.default().proxy(
@@ -405,9 +557,10 @@ class NvdecBackend(SoftwareBackend):
         if format not in self.formats:
             raise InvalidArgument(f"backend 'nvdec' writes {', '.join(self.formats)}, "
                                   f"not {format!r}")
-        frame: NvFrame = self.av_frame(index)
+        frame = self._nv_frame(index)
         w, h = frame.width, frame.height
         y, uv = frame.split()
+        planes: tuple[DevicePlane, ...]
         with self._device_call("writing a device slot"):
             if format == "native":
                 ypitch, uvpitch = _align(w), _align(int(uv.shape[1]))
@@ -433,25 +586,11 @@ class NvdecBackend(SoftwareBackend):
                            alloc, self._pool.size(alloc), handle, planes)
 
     def close(self) -> None:
-        super().close()
-        self._decoder = None
-        self._bsf = None
-        self._pool.close()
-
-
-class _DeviceCall:
-    """Turns CUDA and NVDEC failures inside the block into :class:`DeviceError`."""
-
-    def __init__(self, what: str, errors: tuple[type[BaseException], ...]) -> None:
-        self.what, self.errors = what, errors
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
-        if error is None or isinstance(error, (DecodeError, MediaError, av.FFmpegError)):
-            return False
-        # PyNvVideoCodec raises RuntimeError (pybind11) for NVDEC/CUDA failures.
-        if isinstance(error, self.errors) or type(error) is RuntimeError:
-            raise DeviceError(f"{self.what}: {type(error).__name__}: {error}") from error
-        return False
+        try:
+            super().close()
+        finally:
+            self._decoder = None
+            self._bsf = None
+            pool = getattr(self, "_pool", None)
+            if pool is not None:
+                pool.close()

@@ -43,8 +43,12 @@ VAAPI_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv420p10le", "nv12", "p010l
 MAX_SIDE = 8192
 
 
+#: The device nodes VAAPI decodes through (DRM render nodes).
+RENDER_NODES = ("/dev/dri/renderD*",)
+
+
 def render_nodes() -> list[str]:
-    return sorted(glob.glob("/dev/dri/renderD*"))
+    return sorted(glob.glob(RENDER_NODES[0]))
 
 
 class VaapiBackend(SoftwareBackend):
@@ -54,6 +58,9 @@ class VaapiBackend(SoftwareBackend):
     name = "vaapi"
     device = "cpu"  # frames are downloaded: they reach the editor through shared memory
     codecs: ClassVar[frozenset[str]] = VAAPI_CODECS
+    #: Render nodes, granted read-write with device ioctls (libva talks to the kernel driver
+    #: through DRM ioctls only); never the primary ``card*`` nodes (modesetting).
+    device_paths: ClassVar[tuple[str, ...]] = RENDER_NODES
 
     @classmethod
     def probe(cls) -> ProbeResult:

@@ -358,7 +358,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for check, outcome in result["checks"].items():
             print(f"     try {check}: {outcome}")
         if not result["ok"]:
-            print("a layer this host supports is not active in the worker", file=sys.stderr)
+            print("a layer this host supports is not active in the worker, an attempt got "
+                  "through it, or a granted device node is refused", file=sys.stderr)
     return 0 if result["ok"] else 1
 
 

@@ -10,8 +10,9 @@ kernel's Landlock ABI knows is *handled* (denied unless a rule grants it):
 * scopes (ABI 6): abstract Unix sockets and signals to processes outside the worker's domain.
 
 Rules grant *read* (files and directory listings) beneath the directories Python and the
-backends load code and data from (:func:`library_paths`), and read-write on the device nodes a
-backend declares (``Backend.device_paths``). Nothing is writable, nothing is executable. Media is
+backends load code and data from (:func:`library_paths`), and read-write plus device ioctls on
+the device nodes a backend declares (``Backend.device_paths``; nodes that exist when the worker
+confines itself: the ruleset is fixed then). Nothing is writable, nothing is executable. Media is
 not in the ruleset at all: the editor opens each source and passes its descriptor with the
 ``open`` request (a descriptor already open is not subject to Landlock).
 """
@@ -25,7 +26,7 @@ import platform
 import sys
 import sysconfig
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # x86_64 and aarch64 share the generic numbers for these (added in Linux 5.13).
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
@@ -148,7 +149,13 @@ def expand_devices(patterns: Iterable[str]) -> list[str]:
 class Outcome:
     abi: int
     read_paths: int
-    devices: list[str]
+    devices: list[str]  #: device nodes granted read-write (and ioctl, ABI 5 and later)
+    #: the patterns asked for (``Backend.device_paths``), matched or not
+    patterns: list[str] = field(default_factory=list)
+
+    def unmatched(self) -> list[str]:
+        """Patterns no node matched when the ruleset was made (nothing of theirs is granted)."""
+        return [p for p in self.patterns if not expand_devices([p])]
 
     def describe(self) -> str:
         parts = [f"ABI {self.abi}", "fs: read-only beneath "
@@ -163,8 +170,13 @@ class Outcome:
             parts.append("net: tcp bind+connect denied")
         if self.abi >= 6:
             parts.append("scopes: abstract unix sockets, signals")
-        if self.devices:
-            parts.append("devices rw: " + " ".join(self.devices))
+        if self.patterns:
+            rights = "rw+ioctl" if self.abi >= 5 else "rw"
+            line = f"devices {rights}: " + (" ".join(self.devices) or "none")
+            missing = self.unmatched()
+            if missing:
+                line += " (no node for " + " ".join(missing) + ")"
+            parts.append(line)
         return "active: " + ", ".join(parts)
 
 
@@ -187,13 +199,16 @@ def restrict(read_paths: Iterable[str], device_paths: Iterable[str] = ()) -> Out
         granted = 0
         for path in read_paths:
             granted += _add(ruleset, path, (READ_FILE | READ_DIR) & fs)
-        devices = expand_devices(device_paths)
+        patterns = list(dict.fromkeys(device_paths))
+        devices = expand_devices(patterns)
         for dev in devices:
+            # GPU drivers talk to their nodes through ioctls: without IOCTL_DEV (handled from
+            # ABI 5) every driver call would fail with EACCES although the node opens.
             _add(ruleset, dev, (READ_FILE | WRITE_FILE | IOCTL_DEV) & fs)
         _syscall(SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:
         os.close(ruleset)
-    return Outcome(abi, granted, devices)
+    return Outcome(abi, granted, devices, patterns)
 
 
 def _add(ruleset: int, path: str, access: int) -> int:

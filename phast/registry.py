@@ -70,6 +70,11 @@ def host_check(name: str) -> str | None:
                     "(PyNvVideoCodec and cupy-cuda12x)")
         if not os.path.exists("/dev/nvidiactl"):
             return "no NVIDIA GPU: /dev/nvidiactl does not exist (no driver loaded)"
+        if not os.path.exists("/dev/nvidia-uvm"):
+            # CUDA creates it on first use by running nvidia-modprobe, which a sandboxed worker
+            # cannot (no exec, no new device nodes): it must exist before workers start.
+            return ("/dev/nvidia-uvm does not exist: CUDA needs it and a sandboxed worker cannot "
+                    "create it; run `nvidia-modprobe -u -c=0` (or any CUDA program) once")
     elif name == "vaapi" and not glob.glob("/dev/dri/renderD*"):
         return ("no VAAPI device: no /dev/dri/renderD* render node (a GPU with a VAAPI driver, "
                 "e.g. intel-media-va-driver or mesa-va-drivers, is needed)")

@@ -7,7 +7,9 @@ READY record and is visible as ``Clip.sandbox`` and in ``phast doctor``.
 Layers, in the order the worker applies them at start-up (before READY, so before any request):
 
 * ``no_new_privs`` (``PR_SET_NO_NEW_PRIVS``): no set-uid gain, and seccomp without privileges;
-* ``rlimits``: address space, open files, no core files, no file growth;
+* ``rlimits``: address space (none for workers running a backend that cannot start under a
+  cap, CUDA's: the editor bounds their resident memory instead), open files, no core files,
+  no file growth;
 * ``environment``: cleaned environment and stdio on /dev/null (set by the supervisor at spawn;
   the worker then points descriptor 2 at a pipe it reads itself, :mod:`phast.avlog`);
 * ``landlock`` (:mod:`phast.landlock`): read-only access to library paths, nothing writable or
@@ -39,11 +41,22 @@ PR_SET_PDEATHSIG = 1
 #: The layers every report has, in the order they are applied.
 LAYERS = ("no_new_privs", "rlimits", "environment", "landlock", "seccomp")
 
-#: Default worker limits; ``PHAST_WORKER_MEMORY`` (bytes) overrides the address-space cap.
+#: A worker's memory bound in bytes unless ``WorkerConfig(memory_limit=...)`` sets one (it
+#: reaches the worker as ``PHAST_WORKER_MEMORY``). Decoders of 4K frame-threaded streams stay
+#: well below it.
+DEFAULT_MEMORY = 8 << 30
+#: Default worker limits: ``memory`` (the bound above, bytes) and ``open_files``.
 DEFAULT_LIMITS: dict[str, int] = {
-    "address_space": 8 << 30,  # decoders of 4K frame-threaded streams stay well below this
+    "memory": DEFAULT_MEMORY,
     "open_files": 256,
 }
+#: How the memory bound is enforced. ``ADDRESS_SPACE``: ``RLIMIT_AS`` in the worker (an
+#: allocation past it fails; the worker exits). ``RESIDENT``: no address-space cap (CUDA reserves
+#: far more virtual memory than any useful cap and fails to start under one); the editor's
+#: watchdog kills the worker when its resident memory passes the bound
+#: (:class:`phast.supervisor.MemoryWatch`). A worker uses ``RESIDENT`` when one of the backends
+#: it preloads says ``address_space_limit = False``.
+ADDRESS_SPACE, RESIDENT = "address_space", "resident"
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc: no ldconfig subprocess
 
@@ -68,7 +81,7 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
 
 
-def _rlimits(lim: dict[str, Any]) -> str:
+def _rlimits(lim: dict[str, Any], bound: str) -> str:
     rl = []
     try:
         _limit(resource.RLIMIT_CORE, 0)
@@ -79,8 +92,15 @@ def _rlimits(lim: dict[str, Any]) -> str:
         rl.append("fsize=0")
         _limit(resource.RLIMIT_NOFILE, int(lim["open_files"]))
         rl.append(f"nofile={lim['open_files']}")
-        _limit(resource.RLIMIT_AS, int(lim["address_space"]))
-        rl.append(f"as={int(lim['address_space']) >> 20}MiB")
+        memory = int(lim["memory"])
+        if bound == ADDRESS_SPACE:
+            _limit(resource.RLIMIT_AS, memory)
+            rl.append(f"as={memory >> 20}MiB")
+        else:
+            soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+            rl.append("as=" + ("unlimited" if soft == resource.RLIM_INFINITY else
+                               f"{soft >> 20}MiB (inherited)"))
+            rl.append(f"resident<={memory >> 20}MiB (the editor's watchdog)")
         return "active: " + ", ".join(rl)
     except (OSError, ValueError) as e:
         return f"partial: {', '.join(rl) or 'none'} ({e})"
@@ -113,16 +133,20 @@ def host_support() -> dict[str, str]:
     return out
 
 
-def confine(limits: dict[str, Any] | None = None,
-            device_paths: Iterable[str] = ()) -> dict[str, str]:
+def confine(limits: dict[str, Any] | None = None, device_paths: Iterable[str] = (),
+            memory_bound: str = ADDRESS_SPACE) -> dict[str, str]:
     """Apply every available layer to the calling (worker) process; return the report.
 
     ``device_paths`` are glob patterns of device nodes the worker's backends need read-write
-    (``Backend.device_paths``). Call it while the process has one thread (see
-    :func:`phast.landlock.restrict`).
+    and by ioctl (``Backend.device_paths``). ``memory_bound`` is :data:`ADDRESS_SPACE` or
+    :data:`RESIDENT` (no address-space cap: the editor watches resident memory). Call it while
+    the process has one thread (see :func:`phast.landlock.restrict`).
     """
+    if memory_bound not in (ADDRESS_SPACE, RESIDENT):
+        raise ValueError(f"memory_bound must be {ADDRESS_SPACE!r} or {RESIDENT!r}")
     lim = {**DEFAULT_LIMITS, **(limits or {})}
-    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs(), "rlimits": _rlimits(lim)}
+    report: dict[str, str] = {"no_new_privs": _prctl_no_new_privs(),
+                              "rlimits": _rlimits(lim, memory_bound)}
     report["environment"] = "active: cleaned" if os.environ.get("PHAST_WORKER") == "1" else (
         "unavailable: not started by the supervisor")
     # libseccomp is loaded before Landlock: loading it may run a helper program (ctypes'
@@ -134,6 +158,7 @@ def confine(limits: dict[str, Any] | None = None,
     threads = _threads()
     try:
         outcome = landlock.restrict(landlock.library_paths(), device_paths)
+        _granted_devices[:] = outcome.devices
         report["landlock"] = outcome.describe() + (
             f" ({threads - 1} earlier threads not covered)" if threads > 1 else "")
     except OSError as e:
@@ -170,22 +195,75 @@ def _try_create() -> str:
     return f"created {path}"
 
 
+def _try_read_passwd() -> str:
+    with open("/etc/passwd", "rb") as f:
+        return f"read {len(f.read())} bytes"
+
+
 def _try_socket() -> str:
     socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
     return "created a socket"
+
+
+def device_ioctl(path: str, flags: int = os.O_RDWR) -> str:
+    """Open device node ``path`` and send it a harmless ioctl (``TCGETS``: "are you a
+    terminal?"); what the driver said. Raises OSError when the open or the ioctl is refused
+    (Landlock says ``EACCES``). A driver that does not know the request answers ``ENOTTY`` (or
+    ``EINVAL``): the call got through the sandbox to the driver."""
+    import fcntl
+    import termios
+
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        try:
+            fcntl.ioctl(fd, termios.TCGETS, bytes(64))
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise
+            return f"reached the driver ({errno.errorcode.get(e.errno or 0, e.errno)})"
+        return "reached the driver (a terminal)"
+    finally:
+        os.close(fd)
+
+
+def _try_device(path: str) -> str:
+    # access(2) checks the file's mode only (Landlock does not mediate it): a node this user may
+    # not open at all (a root-only MIG capability node) is no sandbox refusal, and one it may
+    # only read (capability nodes are opened read-only) is tried read-only.
+    if os.access(path, os.R_OK | os.W_OK):
+        flags, how = os.O_RDWR, ""
+    elif os.access(path, os.R_OK):
+        flags, how = os.O_RDONLY, " (read-only: its file mode)"
+    else:
+        return "not tried: its file mode lets this user not open it, sandbox or not"
+    try:
+        return device_ioctl(path, flags) + how
+    except OSError as e:
+        return f"denied: {errno.errorcode.get(e.errno or 0, e.errno)}"
 
 
 def selftest() -> dict[str, str]:
     """Run inside a confined worker: attempt what the sandbox forbids, say what happened.
 
     Each attempt is harmless if it succeeds (the child exits at once, the file is removed).
+    Every device node the worker was granted is opened (read-write where its file mode lets the
+    user) and sent a harmless ioctl (``"... (device grant)"``): a grant the sandbox refuses
+    (``denied: EACCES``) is the fault there.
     """
-    return {
+    checks = {
         "socket (seccomp)": _attempt(_try_socket),
         "fork (seccomp)": _attempt(_try_fork),
-        "read /etc/passwd (landlock)": _attempt(lambda: len(open("/etc/passwd", "rb").read())),
+        "read /etc/passwd (landlock)": _attempt(_try_read_passwd),
         "create a file in /tmp (landlock)": _attempt(_try_create),
     }
+    for node in _granted_devices:
+        if not os.path.isdir(node):
+            checks[f"open+ioctl {node} (device grant)"] = _try_device(node)
+    return checks
+
+
+#: Device nodes this worker's Landlock ruleset grants (set by :func:`confine`).
+_granted_devices: list[str] = []
 
 
 # -- media descriptors granted by the editor -------------------------------------------------

@@ -20,7 +20,8 @@ job queued on that worker simply runs on the new process; sessions re-open lazil
 their playhead.
 
 :class:`WorkerPool` bounds the number of processes: clips share workers once the bound is
-reached (least-loaded first).
+reached (least-loaded first). :class:`MemoryWatch` kills a worker whose resident memory passes
+its bound where the kernel does not cap its address space (GPU workers).
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ class WorkerConfig:
     start_timeout: float = 30.0  #: seconds for a new process to say READY
     hang_timeout: float = 10.0  #: seconds of silence (no record, no heartbeat) before a kill
     idle_timeout: float = 5.0  #: seconds a worker with no open clip lingers before exiting
-    memory_limit: int | None = None  #: address-space cap in bytes (default: sandbox default)
+    #: Memory bound of each worker in bytes (default :data:`phast.sandbox.DEFAULT_MEMORY`):
+    #: its address-space cap, or for workers that preload a backend without one (GPU
+    #: decoders: ``Backend.address_space_limit``), its resident memory, watched by the editor
+    #: (:class:`MemoryWatch`).
+    memory_limit: int | None = None
     #: Backend specs ("module:Class") a worker imports before confining itself, granting their
     #: ``device_paths`` (GPU backends); CPU backends need not be named. Default: the built-in
     #: hardware backends this host may run (:func:`phast.registry.host_hardware_specs`).
@@ -111,6 +116,87 @@ def _cpu_or_zero(pid: int) -> float:
         return 0.0
 
 
+#: Seconds between two reads of a watched worker's resident memory. Between reads a worker can
+#: outgrow its bound by what it touches in that time (a few hundred MiB at memset speed).
+MEMORY_POLL = 0.05
+
+
+def resident_bytes(pid: int) -> int | None:
+    """Resident memory of process ``pid`` in bytes (``/proc/PID/statm``: anonymous, file-backed
+    and shared pages it has mapped and touched); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def address_space_cap(pid: int) -> int | None:
+    """The soft ``RLIMIT_AS`` of process ``pid`` in bytes as the kernel enforces it (read from
+    ``/proc/PID/limits``, not taken from the worker's word); None when unlimited or unknown."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max address space"):
+                    soft = line.split()[3]
+                    return None if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class MemoryWatch:
+    """Kills worker processes whose resident memory passes their bound: one thread for all.
+
+    Workers whose address space the kernel caps at their bound need no watching (what is
+    resident is mapped); the others (GPU workers: CUDA fails to start under an address-space
+    cap) are read every :data:`MEMORY_POLL` seconds. A process killed here ends like a crashed
+    one (its job is retried on a fresh process, a frame that does it twice is quarantined); the
+    reason is in the :class:`~phast.errors.WorkerCrashed` message.
+    """
+
+    def __init__(self, interval: float = MEMORY_POLL) -> None:
+        self.interval = interval
+        self._procs: dict[int, Process] = {}  # by id(Process)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, proc: Process) -> None:
+        with self._cond:
+            self._procs[id(proc)] = proc
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="phast-memory-watch",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def forget(self, proc: Process) -> None:
+        with self._cond:
+            self._procs.pop(id(proc), None)
+
+    def watched(self, proc: Process) -> bool:
+        with self._cond:
+            return id(proc) in self._procs
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._procs:
+                    self._cond.wait()
+                procs = list(self._procs.values())
+            for proc in procs:
+                rss = resident_bytes(proc.pid)
+                if rss is not None and rss > proc.memory_limit:
+                    self.forget(proc)
+                    proc.end_for(f"resident memory {rss >> 20} MiB passed its bound of "
+                                 f"{proc.memory_limit >> 20} MiB (WorkerConfig.memory_limit)")
+            time.sleep(self.interval)
+
+
+#: The editor's memory watchdog (started with the first worker that needs it).
+memory_watch = MemoryWatch()
+
+
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
@@ -126,7 +212,13 @@ class Process:
     """One worker OS process and the editor's end of its control socket."""
 
     def __init__(self, config: WorkerConfig, nice: int = 0) -> None:
+        from .sandbox import DEFAULT_MEMORY
+
         self.config = config
+        #: bytes: the worker's address-space cap, or its resident-memory bound (MemoryWatch)
+        self.memory_limit = int(config.memory_limit or DEFAULT_MEMORY)
+        #: why the editor killed this process itself (shown in WorkerCrashed), if it did
+        self.ended_by: str | None = None
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err = None if config.debug_stderr else subprocess.DEVNULL
         try:
@@ -163,6 +255,11 @@ class Process:
         self.sandbox: dict[str, str] = {str(k): str(v) for k, v in
                                         (ready.get("sandbox") or {}).items()}
         self.ready_cpu_s = _cpu_or_zero(self.pid)  #: start-up CPU (phast.governor charges it)
+        # The bound is enforced by the kernel (an address-space cap at or below it) or watched
+        # here; which one is read from /proc, not from the worker's report.
+        cap = address_space_cap(self.pid)
+        if cap is None or cap > self.memory_limit:
+            memory_watch.watch(self)
 
     # -- low level ----------------------------------------------------------------------------
     def send(self, msg: dict[str, Any], blobs: list[bytes] | None = None,
@@ -202,7 +299,17 @@ class Process:
             code = self.popen.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
-        return WorkerCrashed(f"worker {self.pid} died ({describe_exit(code)})")
+        why = f": {self.ended_by}" if self.ended_by else ""
+        return WorkerCrashed(f"worker {self.pid} died ({describe_exit(code)}{why})")
+
+    def end_for(self, reason: str) -> None:
+        """Kill the process from another thread, saying why (the memory watchdog); the thread
+        waiting on it sees the death on its pidfd."""
+        self.ended_by = reason
+        # Popen.send_signal does nothing once the process is reaped: no stray signal to a
+        # reused pid.
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGKILL)
 
     def call(self, msg: dict[str, Any], blobs: list[bytes] | None = None,
              fds: list[int] | None = None) -> tuple[dict[str, Any], list[bytes]]:
@@ -235,6 +342,7 @@ class Process:
         self._close_handles()
 
     def _close_handles(self) -> None:
+        memory_watch.forget(self)
         hooks, self.on_end = self.on_end, []
         for hook in hooks:
             with contextlib.suppress(Exception):

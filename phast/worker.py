@@ -58,9 +58,11 @@ def device_record(rec: Any) -> dict[str, Any]:
 
 
 class Worker:
-    def __init__(self, sock: socket.socket, devices: tuple[str, ...] = ()) -> None:
+    def __init__(self, sock: socket.socket, devices: tuple[str, ...] = (),
+                 memory_bound: str = sandbox.ADDRESS_SPACE) -> None:
         self.sock = sock
         self.devices = devices  #: device-node patterns the sandbox grants (Backend.device_paths)
+        self.memory_bound = memory_bound  #: how the sandbox bounds memory (sandbox.RESIDENT...)
         self.sessions: dict[int, Any] = {}
         self.slots: dict[tuple[int, int], mmap.mmap] = {}
         self._last_beat = 0.0
@@ -107,15 +109,23 @@ class Worker:
         self.reply({"ok": True, "source": source, "device": getattr(cls, "device", "cpu")})
 
     def _check_devices(self, cls: Any) -> None:
-        """A backend that needs device nodes the sandbox did not grant cannot run here."""
+        """A backend that needs device nodes the sandbox did not grant, or no address-space
+        cap where this worker has one, cannot run here."""
+        from phast.errors import BackendUnavailable
+
         missing = [p for p in getattr(cls, "device_paths", ()) if p not in self.devices]
         if missing:
-            from phast.errors import BackendUnavailable
-
             raise BackendUnavailable(
                 f"backend {cls.__module__}:{cls.__qualname__} needs device nodes {missing} that "
                 "this worker's sandbox does not grant; start the pool with "
                 "WorkerConfig(backends=(spec, ...)) naming it")
+        if not getattr(cls, "address_space_limit", True) \
+                and self.memory_bound == sandbox.ADDRESS_SPACE:
+            raise BackendUnavailable(
+                f"backend {cls.__module__}:{cls.__qualname__} cannot run under this worker's "
+                "address-space cap (its libraries reserve more); start the pool with "
+                "WorkerConfig(backends=(spec, ...)) naming it: its workers are bounded by "
+                "resident memory instead")
 
     def op_index(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions[msg["session"]]
@@ -314,17 +324,17 @@ def main(argv: list[str]) -> int:
         os.nice(int(argv[3]))  # background work (proxy building) yields the cores
     limits = {}
     if os.environ.get("PHAST_WORKER_MEMORY"):
-        limits["address_space"] = int(os.environ["PHAST_WORKER_MEMORY"])
+        limits["memory"] = int(os.environ["PHAST_WORKER_MEMORY"])
     # FFmpeg's error messages go to a pipe this process reads (phast.avlog); a worker started
     # with a real stderr (PHAST_WORKER_DEBUG) copies them there as well.
     avlog.install(forward=not _is_devnull(2))
-    devices, preload_error = _preload(os.environ.get("PHAST_WORKER_BACKENDS", ""))
-    report = sandbox.confine(limits, devices)
+    devices, bound, preload_error = _preload(os.environ.get("PHAST_WORKER_BACKENDS", ""))
+    report = sandbox.confine(limits, devices, bound)
     if preload_error:
         report["preload"] = preload_error
     protocol.send(sock, {"ready": True, "pid": os.getpid(), "sandbox": report,
                          "protocol": protocol.VERSION})
-    Worker(sock, devices).serve()
+    Worker(sock, devices, bound).serve()
     return 0
 
 
@@ -336,17 +346,20 @@ def _is_devnull(fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
 
 
-def _preload(specs: str) -> tuple[tuple[str, ...], str]:
-    """Import the backends named (``spec,spec``) before confinement; their device patterns.
+def _preload(specs: str) -> tuple[tuple[str, ...], str, str]:
+    """Import the backends named (``spec,spec``) before confinement: their device patterns,
+    the memory bound they need (:data:`phast.sandbox.RESIDENT` if any of them declares
+    ``address_space_limit = False``), and the load errors.
 
-    Needed only by backends with ``device_paths`` (GPU decoders): the sandbox must know the
-    device nodes before it closes. A backend that fails to load is reported, and its open
-    later fails with the usual typed error.
+    Needed only by backends with ``device_paths`` or no address-space cap (GPU decoders): the
+    sandbox must know both before it closes. A backend that fails to load is reported, and its
+    open later fails with the usual typed error.
     """
     from phast.errors import PhastError
     from phast.registry import load
 
     devices: list[str] = []
+    bound = sandbox.ADDRESS_SPACE
     errors = []
     for spec in filter(None, specs.split(",")):
         try:
@@ -355,7 +368,9 @@ def _preload(specs: str) -> tuple[tuple[str, ...], str]:
             errors.append(str(e))
             continue
         devices += [p for p in cls.device_paths if p not in devices]
-    return tuple(devices), "; ".join(errors)
+        if not cls.address_space_limit:
+            bound = sandbox.RESIDENT
+    return tuple(devices), bound, "; ".join(errors)
 
 
 if __name__ == "__main__":

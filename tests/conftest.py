@@ -55,10 +55,15 @@ def worker_children() -> list[psutil.Process]:
 
 @pytest.fixture
 def pool() -> Iterator[phast.WorkerPool]:
-    """A private pool with a short watchdog; checks nothing is left behind afterwards."""
+    """A private pool with a short watchdog; checks nothing is left behind afterwards.
+
+    Its workers preload no hardware backend on any host (``backends=()``): CPU workers with an
+    address-space cap and no device node, so what the tests using it assert about workers (a
+    memory blow-up ends at the cap, no device is granted) holds on a GPU host too.
+    """
     before = shm_entries()
     p = phast.WorkerPool(max_workers=1, config=phast.WorkerConfig(
-        hang_timeout=2.0, idle_timeout=1.0, memory_limit=2 << 30))
+        hang_timeout=2.0, idle_timeout=1.0, memory_limit=2 << 30, backends=()))
     yield p
     p.shutdown()
     assert shm_entries() <= before, "shared-memory segments left in /dev/shm"

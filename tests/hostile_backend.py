@@ -9,6 +9,9 @@ option) during ``open`` (``at=-1``) or while decoding frame ``at``. An attack ei
 * or is one the sandbox cannot refuse (memory, spinning, lying on the socket): the worker must
   be contained by the supervisor.
 
+:class:`DeviceHostileBackend` declares a device node (``/dev/full``), so a pool naming it grants
+that node read-write with device ioctls, as GPU backends' nodes are.
+
 Options: ``attack``, ``at``, ``always`` (attack on every attempt; default: only the first, so a
 retry on a fresh worker succeeds), ``target`` (a path the file attacks use).
 """
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from phast import worker
+from phast import sandbox, worker
 from phast.backends.base import DecodedFrame
 from phast.backends.software import SoftwareBackend
 from tests import crashy_backend
@@ -97,6 +100,17 @@ def _signal_parent(target: str) -> str:
     return "may signal the editor"
 
 
+def _open_device(target: str) -> str:
+    fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
+    os.close(fd)
+    return f"opened {target} read-write"
+
+
+def _ioctl_device(target: str) -> str:
+    """Open ``target`` read-only and send it a harmless ioctl; Landlock refuses with EACCES."""
+    return sandbox.device_ioctl(target, os.O_RDONLY)
+
+
 def _threads(target: str) -> str:
     """Not an attack: threads must still work (decoders need them). Reports them as "denied"
     only if starting one fails."""
@@ -121,6 +135,8 @@ ATTACKS: dict[str, Callable[[str], str]] = {
     "ptrace": _ptrace_parent,
     "signal_parent": _signal_parent,
     "threads": _threads,
+    "open_device": _open_device,
+    "ioctl_device": _ioctl_device,
 }
 
 
@@ -198,3 +214,11 @@ class HostileBackend(SoftwareBackend):
         if triggered:
             self._misbehave()
         return super().decode(index, format, out)
+
+
+class DeviceHostileBackend(HostileBackend):
+    """The hostile backend with a device node of its own, as GPU backends declare theirs:
+    ``/dev/full`` (every Linux has it; reading gives zeros, writing fails with ENOSPC)."""
+
+    name = "hostile-dev"
+    device_paths = ("/dev/full",)

@@ -221,3 +221,148 @@ def test_doctor_fails_when_a_supported_layer_is_missing() -> None:
     assert rows == {"no_new_privs": True, "rlimits": True, "environment": True,
                     "landlock": False, "seccomp": True}
 
+
+
+# -- device nodes: what GPU backends are granted, and nothing else ------------------------------
+
+DEVICE_SPEC = "tests.hostile_backend:DeviceHostileBackend"
+ABI = int(HOST["landlock"].rsplit(" ", 1)[1]) if HOST["landlock"].startswith("supported") else 0
+
+#: (attack, device node, what the worker's attempt must give). /dev/full is the backend's own
+#: node (as /dev/nvidia* are NVDEC's); /dev/random is granted to nobody; /dev/null is readable
+#: by every worker (a library path) but neither writable nor open to device ioctls.
+DEVICE_CASES = [
+    ("open_device", "/dev/full", "ALLOWED: opened /dev/full read-write"),
+    ("ioctl_device", "/dev/full", "ALLOWED: reached the driver (ENOTTY)"),
+    ("open_device", "/dev/random", "denied: EACCES"),
+    ("ioctl_device", "/dev/random", "denied: EACCES"),
+    ("open_device", "/dev/null", "denied: EACCES"),
+    ("ioctl_device", "/dev/null", "denied: EACCES"),  # IOCTL_DEV is handled from ABI 5 on
+]
+
+
+@pytest.fixture
+def device_pool() -> Iterator[phast.WorkerPool]:
+    registry.register("hostile-dev", DEVICE_SPEC)
+    p = phast.WorkerPool(max_workers=1, config=phast.WorkerConfig(
+        hang_timeout=2.0, idle_timeout=1.0, memory_limit=2 << 30, backends=(DEVICE_SPEC,)))
+    yield p
+    p.shutdown()
+    registry.unregister("hostile-dev")
+
+
+@pytest.mark.parametrize(("attack", "node", "outcome"), DEVICE_CASES)
+def test_a_backend_gets_its_device_nodes_and_no_other(attack, node, outcome, make, cache_dir,
+                                                      device_pool) -> None:
+    """A backend's declared node opens read-write and its ioctls reach the driver (ENOTTY:
+    /dev/full is no terminal) -- not EACCES, which is what a GPU driver's ioctls would get
+    without the device-ioctl right; any other node stays closed, read-only ones to ioctls."""
+    if not HOST["landlock"].startswith("supported"):
+        pytest.skip(HOST["landlock"])
+    if attack == "ioctl_device" and node == "/dev/null" and ABI < 5:
+        outcome = "ALLOWED: reached the driver (ENOTTY)"  # ABI 4 and older cannot refuse ioctls
+    ref = reference_frames(make(CLIP))
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=device_pool, backend="hostile-dev",
+                    backend_options={"attack": attack, "at": 30, "target": node}) as clip:
+        rights = "rw+ioctl" if ABI >= 5 else "rw"
+        assert f"devices {rights}: /dev/full" in clip.sandbox["landlock"], clip.sandbox
+        assert np.array_equal(clip.frame(30).array, ref[30])  # the retry, on a fresh worker
+        failure = device_pool.workers[0].last_failure or ""
+        assert f"HostileOutcome: {attack} {outcome}" in failure, failure
+
+
+def test_doctor_opens_the_granted_device_nodes() -> None:
+    """``phast doctor`` for a pool whose backend declares a node: the worker opens it
+    read-write and its ioctl reaches the driver; a refused grant fails the verdict."""
+    from phast import doctor
+
+    if not HOST["landlock"].startswith("supported"):
+        pytest.skip(HOST["landlock"])
+    result = doctor.run(phast.WorkerConfig(backends=(DEVICE_SPEC,)))
+    layers = {row["layer"]: row["worker"] for row in result["layers"]}
+    assert "/dev/full" in layers["landlock"]
+    assert result["checks"]["open+ioctl /dev/full (device grant)"] == \
+        "reached the driver (ENOTTY)"
+    assert result["ok"] and result["refused"] == []
+    report = {r["layer"]: r["worker"] for r in result["layers"]}
+    closed = {**result["checks"], "open+ioctl /dev/nvidia-caps/nvidia-cap1 (device grant)":
+              "not tried: its file mode lets this user not open it, sandbox or not"}
+    assert doctor.judge(HOST, report, closed)["ok"]  # the host's permissions, not the sandbox
+    refused = {**closed, "open+ioctl /dev/nvidiactl (device grant)": "denied: EACCES"}
+    verdict = doctor.judge(HOST, report, refused)
+    assert not verdict["ok"] and verdict["refused"] == ["open+ioctl /dev/nvidiactl (device grant)"]
+
+
+def test_default_workers_have_no_device_node() -> None:
+    """Without hardware backends to preload, a worker is granted no device node at all."""
+    from phast import doctor
+
+    result = doctor.run(phast.WorkerConfig(backends=()))
+    assert not any(c.endswith("(device grant)") for c in result["checks"])
+    assert "devices" not in next(r["worker"] for r in result["layers"]
+                                 if r["layer"] == "landlock")
+
+
+# -- memory: an address-space cap, or the editor's resident-memory watchdog ---------------------
+
+UNBOUNDED_SPEC = "tests.memory_backend:UnboundedBackend"
+
+
+@pytest.fixture
+def unbounded() -> Iterator[str]:
+    registry.register("unbounded", UNBOUNDED_SPEC)
+    yield "unbounded"
+    registry.unregister("unbounded")
+
+
+def test_workers_are_capped_by_the_kernel_and_not_watched(make, cache_dir, pool) -> None:
+    """A CPU worker's bound is its address-space cap, read back from /proc (not its word)."""
+    from phast import supervisor
+
+    with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool) as clip:
+        clip.frame(0)
+        pid = clip.worker_pid
+        assert pid is not None
+        assert supervisor.address_space_cap(pid) == 2 << 30  # the pool fixture's memory_limit
+        assert "as=2048MiB" in clip.sandbox["rlimits"]
+        proc = pool.workers[0].proc
+        assert proc is not None and not supervisor.memory_watch.watched(proc)
+
+
+def test_an_uncapped_worker_is_killed_past_its_resident_bound(make, cache_dir,
+                                                              unbounded) -> None:
+    """A backend that declares ``address_space_limit = False`` (CUDA's case) runs in workers
+    without RLIMIT_AS; touching memory past ``memory_limit`` gets the worker killed by the
+    editor's watchdog, and the retry on a fresh worker is exact."""
+    from phast import supervisor
+
+    ref = reference_frames(make(CLIP))
+    pool = phast.WorkerPool(max_workers=1, config=phast.WorkerConfig(
+        hang_timeout=10.0, idle_timeout=1.0, memory_limit=512 << 20,
+        backends=(UNBOUNDED_SPEC,)))
+    try:
+        with phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=unbounded,
+                        backend_options={"at": 40}) as clip:
+            assert np.array_equal(clip.frame(39).array, ref[39])
+            first = clip.worker_pid
+            assert first is not None
+            assert supervisor.address_space_cap(first) is None  # the kernel caps nothing
+            assert "as=unlimited" in clip.sandbox["rlimits"]
+            assert "resident<=512MiB" in clip.sandbox["rlimits"]
+            proc = pool.workers[0].proc
+            assert proc is not None and supervisor.memory_watch.watched(proc)
+            f = clip.frame(40)  # hoards until killed; retried on a fresh worker
+            assert f.index == 40 and np.array_equal(f.array, ref[40])
+            assert clip.worker_pid != first and pool.workers[0].restarts == 1
+            failure = pool.workers[0].last_failure or ""
+            assert "SIGKILL" in failure and "passed its bound of 512 MiB" in failure, failure
+            assert np.array_equal(clip.frame(41).array, ref[41])
+    finally:
+        pool.shutdown()
+
+
+def test_an_uncapped_backend_is_refused_in_a_capped_worker(make, cache_dir, pool,
+                                                            unbounded) -> None:
+    """Only workers that preload such a backend drop the cap: elsewhere it is refused."""
+    with pytest.raises(phast.BackendUnavailable, match="address-space cap"):
+        phast.open(make(CLIP), cache_dir=cache_dir, pool=pool, backend=unbounded)

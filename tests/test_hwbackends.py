@@ -2,8 +2,13 @@
 
 Runs here: probe reasons, selection with recorded skips, ``phast backends``, the record checks
 (plain data), mapping closure when a real worker process ends (IPC calls recorded by a stand-in:
-the process and its ending are real, the GPU is not -- that part is not NVDEC done).
-GPU tests (``nvdec``/``gpu`` markers) skip without the hardware, fail with PHAST_REQUIRE_GPU=1.
+the process and its ending are real, the GPU is not -- that part is not NVDEC done), what a GPU
+worker is given (device patterns, no address-space cap: real workers, no hardware),
+PyNvVideoCodec's errors typed (stand-in classes named as the library names them) and NVDEC's
+own error path in real workers on a CPU decoder.
+GPU tests (``nvdec``/``gpu`` markers) skip without the hardware, fail with PHAST_REQUIRE_GPU=1;
+the ``vaapi`` one fails with PHAST_REQUIRE_GPU=vaapi (or ``all``). Tests that assume the hardware
+is absent skip where it is present.
 """
 
 from __future__ import annotations
@@ -25,10 +30,42 @@ from phast.devframe import (
     check_device_record,
     mappings_for,
 )
-from phast.errors import BackendUnavailable, ProtocolViolation, WorkerCrashed
+from phast.errors import BackendUnavailable, DecodeError, ProtocolViolation, WorkerCrashed
 from phast.supervisor import Process, WorkerConfig
 
 HANDLE = bytes(range(64))
+
+
+# Tests about the *absence* of hardware assume it, and say so: on a host that has it they skip
+# (they can only fail there, whatever phast does), so a GPU runner with PHAST_REQUIRE_GPU=1 can
+# be green. The hardware tests themselves are marked (gpu, nvdec, vaapi: tests/gpu_gate.py).
+
+
+def _nvdec_libraries_missing() -> list[str]:
+    from importlib.util import find_spec
+
+    return [m for m in ("PyNvVideoCodec", "cupy") if find_spec(m) is None]
+
+
+def _pyav_has_vaapi() -> bool:
+    from av.codec.hwaccel import hwdevices_available
+
+    return "vaapi" in hwdevices_available()
+
+
+def _hardware_host_checks_pass() -> list[str]:
+    return [n for n in ("nvdec", "vaapi") if registry.host_check(n) is None]
+
+
+without_nvdec_libraries = pytest.mark.skipif(
+    not _nvdec_libraries_missing(),
+    reason="PyNvVideoCodec and cupy are installed here: this test is about their absence")
+without_pyav_vaapi = pytest.mark.skipif(
+    _pyav_has_vaapi(), reason="this PyAV has VAAPI: this test is about a PyAV without it")
+without_gpu_hardware = pytest.mark.skipif(
+    bool(_hardware_host_checks_pass()),
+    reason="this host may run a hardware backend (its cheap check passes), so auto may select "
+           "it: this test is about a host without")
 
 
 def record(**over: Any) -> dict[str, Any]:
@@ -44,15 +81,17 @@ def record(**over: Any) -> dict[str, Any]:
 # -- probes ---------------------------------------------------------------------------------------
 
 
+@without_pyav_vaapi
 def test_vaapi_probe_names_the_fix() -> None:
     from phast.backends.vaapi import VaapiBackend
 
     result = VaapiBackend.probe()
-    assert result.available is False  # PyPI PyAV wheels carry no VAAPI, and no /dev/dri here
+    assert result.available is False  # PyPI PyAV wheels carry no VAAPI
     assert "--no-binary av" in result.reason and "libva-dev" in result.reason
     assert "renderD" in result.reason
 
 
+@without_nvdec_libraries
 def test_nvdec_probe_says_why() -> None:
     result = probe_backend(registry.BUILTIN["nvdec"], 60)
     assert result["available"] is False
@@ -61,13 +100,32 @@ def test_nvdec_probe_says_why() -> None:
 
 
 def test_host_checks_import_nothing() -> None:
+    """On any host; the reasons are checked where what they name is absent."""
+    import glob
     import sys
 
     before = set(sys.modules)
-    assert "phast[nvdec]" in (registry.host_check("nvdec") or "")
-    assert "renderD" in (registry.host_check("vaapi") or "")
+    nvdec, vaapi = registry.host_check("nvdec"), registry.host_check("vaapi")
     assert registry.host_check("software") is None
     assert not {"cupy", "PyNvVideoCodec", "av"} & (set(sys.modules) - before)
+    if _nvdec_libraries_missing():
+        assert "phast[nvdec]" in (nvdec or "")
+    elif not os.path.exists("/dev/nvidiactl"):
+        assert "/dev/nvidiactl" in (nvdec or "")
+    if not glob.glob("/dev/dri/renderD*"):
+        assert "renderD" in (vaapi or "")
+
+
+def test_nvdec_host_check_wants_the_uvm_node(monkeypatch) -> None:
+    """A sandboxed worker cannot create /dev/nvidia-uvm (CUDA runs nvidia-modprobe for it):
+    without it the host check says how to make it, and workers get no NVDEC."""
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(os.path, "exists", lambda p: p == "/dev/nvidiactl")
+    assert "nvidia-modprobe -u" in (registry.host_check("nvdec") or "")
+    monkeypatch.setattr(os.path, "exists", lambda p: p in ("/dev/nvidiactl", "/dev/nvidia-uvm"))
+    assert registry.host_check("nvdec") is None
 
 
 def test_default_workers_grant_the_hardware_this_host_may_run(monkeypatch) -> None:
@@ -93,13 +151,17 @@ def test_backends_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -
     assert out[0].split()[:4] == ["NAME", "AVAILABLE", "ORIGIN", "CODECS"]
     rows = {line.split()[0]: line for line in out[1:]}
     assert rows["software"].split()[1] == "yes"
-    assert rows["nvdec"].split()[1] == "no" and "h264,hevc" in rows["nvdec"]
-    assert rows["vaapi"].split()[1] == "no" and "--no-binary av" in rows["vaapi"]
+    assert "h264,hevc" in rows["nvdec"]
+    if _nvdec_libraries_missing():  # its probe cannot pass
+        assert rows["nvdec"].split()[1] == "no"
+    if not _pyav_has_vaapi():
+        assert rows["vaapi"].split()[1] == "no" and "--no-binary av" in rows["vaapi"]
 
 
 # -- selection -----------------------------------------------------------------------------------
 
 
+@without_gpu_hardware
 def test_auto_picks_software_and_records_why(make: Any, cache_dir: Path) -> None:
     path = make("h264_bpyramid_longgop")
     with phast.open(path, cache_dir=cache_dir) as clip:
@@ -107,11 +169,12 @@ def test_auto_picks_software_and_records_why(make: Any, cache_dir: Path) -> None
         status = dict(clip.backend_status)
         assert list(status) == ["nvdec", "vaapi", "software"]
         assert status["software"] == "selected"
-        assert status["nvdec"].startswith("skipped:") and "PyNvVideoCodec" in status["nvdec"]
-        assert status["vaapi"].startswith("skipped:") and "renderD" in status["vaapi"]
+        assert status["nvdec"] == f"skipped: {registry.host_check('nvdec')}"
+        assert status["vaapi"] == f"skipped: {registry.host_check('vaapi')}"
         assert clip.frame(3).array.shape == (clip.info.height, clip.info.width, 3)
 
 
+@without_pyav_vaapi
 def test_explicit_hardware_backend_raises_with_the_reason(make: Any, cache_dir: Path) -> None:
     path = make("h264_bpyramid_longgop")
     with pytest.raises(BackendUnavailable, match="no VAAPI support"):
@@ -123,13 +186,15 @@ def test_open_keeps_av_and_cupy_out_of_the_editor(make: Any, cache_dir: Path) ->
     import sys
 
     code = ("import sys, phast; c = phast.open(sys.argv[1], cache_dir=sys.argv[2]); "
-            "c.frame(0); c.close(); print(sorted(m for m in ('av', 'cupy', 'PyNvVideoCodec') "
-            "if m in sys.modules))")
+            "c.frame(0); c.close(); print(c.backend, sorted(m for m in "
+            "('av', 'cupy', 'PyNvVideoCodec') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(make("h264_bpyramid_longgop")),
                           str(cache_dir)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PHAST_PROXIES": "0"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    backend, loaded = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    # An NVDEC frame is mapped into the editor through CUDA IPC: cupy, and nothing else.
+    assert loaded == ("['cupy']" if backend == "nvdec" else "[]"), out.stdout
 
 
 def test_capabilities_refuse_what_hardware_cannot_do() -> None:
@@ -242,6 +307,174 @@ def test_device_slots_come_back_when_frames_go() -> None:
     assert slots.grant() == s
 
 
+# -- what a GPU worker is given (real workers; the hardware is not) -------------------------------
+
+
+def test_gpu_backends_declare_their_device_nodes() -> None:
+    from fnmatch import fnmatch
+
+    from phast.backends.nvdec import NvdecBackend
+    from phast.backends.vaapi import VaapiBackend
+
+    def granted(node: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch(node, p) for p in patterns)
+
+    nv = NvdecBackend.device_paths
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0",
+                 "/dev/nvidia7", "/dev/nvidia-caps/nvidia-cap1"):
+        assert granted(node, nv), node
+    for node in ("/dev/nvidia-modeset", "/dev/dri/renderD128", "/dev/dri/card0"):
+        assert not granted(node, nv), node
+    assert VaapiBackend.device_paths == ("/dev/dri/renderD*",)
+    assert granted("/dev/dri/renderD129", VaapiBackend.device_paths)
+    assert not granted("/dev/dri/card0", VaapiBackend.device_paths)
+    # CUDA cannot start under an address-space cap; VAAPI can.
+    assert NvdecBackend.address_space_limit is False
+    assert VaapiBackend.address_space_limit is True
+
+
+def test_a_gpu_host_s_default_workers_preload_and_grant_the_hardware(monkeypatch) -> None:
+    """Where the cheap host checks pass, the default pool's workers preload NVDEC and VAAPI
+    before confining themselves: their device patterns reach the Landlock ruleset (nodes that
+    exist are granted read-write with device ioctls, the others reported missing) and, NVDEC
+    being preloaded, the worker has no address-space cap and the editor watches its resident
+    memory instead."""
+    import glob
+
+    from phast import sandbox, supervisor
+    from phast.backends.nvdec import NvdecBackend
+    from phast.backends.vaapi import VaapiBackend
+
+    monkeypatch.setattr(registry, "host_check", lambda name: None)
+    config = WorkerConfig()
+    assert config.backends == (registry.BUILTIN["nvdec"], registry.BUILTIN["vaapi"])
+    proc = Process(config)
+    try:
+        report = proc.sandbox
+        assert "preload" not in report  # both modules import here, without their libraries
+        assert "as=unlimited" in report["rlimits"], report["rlimits"]
+        assert f"resident<={sandbox.DEFAULT_MEMORY >> 20}MiB" in report["rlimits"]
+        assert supervisor.address_space_cap(proc.pid) is None
+        assert supervisor.memory_watch.watched(proc)
+        if sandbox.host_support()["landlock"].startswith("supported"):
+            line = report["landlock"]
+            for pattern in NvdecBackend.device_paths + VaapiBackend.device_paths:
+                nodes = glob.glob(pattern)
+                assert all(n in line for n in nodes) if nodes else pattern in line, pattern
+    finally:
+        proc.stop()
+    assert not supervisor.memory_watch.watched(proc)
+
+
+# -- PyNvVideoCodec's errors, typed (stand-in classes: the library is absent here) ---------------
+
+
+def _gpu_errors() -> dict[str, Any]:
+    from tests import gpu_standin_backend as standin
+
+    class CUDARuntimeError(RuntimeError):  # as cupy names it
+        pass
+
+    class OutOfMemoryError(MemoryError):  # cupy's device out-of-memory
+        pass
+
+    return {**{k: f() for k, f in standin.ERRORS.items()},
+            "cupy": CUDARuntimeError("cudaErrorIllegalAddress"),
+            "device_oom": OutOfMemoryError("out of memory allocating 1 GiB"),
+            "api": AttributeError("'DecodedFrame' object has no attribute 'getPTS'")}
+
+
+@pytest.mark.parametrize(("name", "opening", "expected"), [
+    ("unsupported", True, "CannotHandle"),
+    ("unsupported", False, "UnsupportedCodec"),
+    ("generic", False, "DeviceError"),
+    ("generic", True, "DeviceError"),
+    ("runtime", False, "DeviceError"),
+    ("cupy", False, "DeviceError"),
+    ("device_oom", False, "DeviceError"),
+    ("api", False, "DeviceError"),
+])
+def test_gpu_library_errors_become_typed_errors(name: str, opening: bool, expected: str) -> None:
+    from phast.backends.nvdec import device_error
+
+    mapped = device_error(_gpu_errors()[name], "NVDEC decoding", opening=opening)
+    assert type(mapped).__name__ == expected
+    assert "NVDEC decoding" in str(mapped)
+
+
+def test_typed_and_host_errors_pass_through() -> None:
+    import av
+
+    from phast.backends.base import SlotTooSmall
+    from phast.backends.nvdec import device_error
+    from phast.errors import DecodeError
+
+    for error in (DecodeError("damaged"), SlotTooSmall(10), MemoryError(), KeyboardInterrupt(),
+                  av.error.InvalidDataError(1094995529, "Invalid data")):
+        assert device_error(error, "x") is None, error
+
+
+def test_a_failed_device_call_raises_typed_and_drops_the_decode_run() -> None:
+    """NvdecBackend's own context manager (on an instance without CUDA): the error is typed,
+    chained to the original, and the next request starts a fresh decoder (no warm run)."""
+    from phast.backends.nvdec import NvdecBackend
+    from phast.errors import DeviceError
+
+    backend = NvdecBackend.__new__(NvdecBackend)
+    backend._opening, backend._fresh, backend._run_start = False, True, 7
+    original = _gpu_errors()["generic"]
+    with pytest.raises(DeviceError, match="NVDEC decoding: PyNvVCException") as caught, \
+            backend._device_call("NVDEC decoding"):
+        raise original
+    assert caught.value.__cause__ is original
+    assert backend._run_start is None and backend._fresh is False
+    with pytest.raises(ValueError, match="not a GPU error"), backend._device_call("x"):
+        raise DecodeError("not a GPU error")  # typed already: unchanged
+
+
+@pytest.fixture
+def gpu_error() -> Any:
+    registry.register("gpu-error", "tests.gpu_standin_backend:GpuErrorBackend")
+    yield "gpu-error"
+    registry.unregister("gpu-error")
+
+
+@pytest.mark.parametrize("error", ["generic", "runtime"])
+def test_a_device_error_ends_the_worker_and_the_retry_is_exact(error, make, cache_dir, pool,
+                                                               gpu_error) -> None:
+    from tests.reference import reference_frames
+
+    ref = reference_frames(make("h264_bpyramid_longgop"))
+    with phast.open(make("h264_bpyramid_longgop"), cache_dir=cache_dir, pool=pool,
+                    backend=gpu_error, backend_options={"error": error, "at": 20}) as clip:
+        first = clip.worker_pid
+        assert np.array_equal(clip.frame(20).array, ref[20])  # on a fresh worker
+        assert clip.worker_pid != first and pool.workers[0].restarts == 1
+        failure = pool.workers[0].last_failure or ""
+        assert "device error" in failure and "NVDEC decoding" in failure, failure
+
+
+def test_an_unsupported_stream_is_a_typed_error(make, cache_dir, pool, gpu_error) -> None:
+    """Mid-stream, PyNvVideoCodec's "unsupported" is UnsupportedCodec for that request (the
+    worker lives on); while opening, CannotHandle (an explicit backend: UnsupportedCodec)."""
+    from tests.reference import reference_frames
+
+    path = make("h264_bpyramid_longgop")
+    ref = reference_frames(path)
+    with phast.open(path, cache_dir=cache_dir, pool=pool, backend=gpu_error,
+                    backend_options={"error": "unsupported", "at": 20, "always": True}) as clip:
+        pid = clip.worker_pid
+        with pytest.raises(phast.UnsupportedCodec, match="not supported on this GPU"):
+            clip.frame(20)
+        assert np.array_equal(clip.frame(21).array, ref[21])
+        assert clip.worker_pid == pid and pool.workers[0].restarts == 0
+    fresh = cache_dir / "fresh"  # no stored index: the open runs in a worker now
+    fresh.mkdir()
+    with pytest.raises(phast.UnsupportedCodec, match="gpu-error: NVDEC cannot decode"):
+        phast.open(path, cache_dir=fresh, pool=pool, backend=gpu_error,
+                   backend_options={"error": "unsupported", "at": -1})
+
+
 # -- on a GPU -------------------------------------------------------------------------------------
 
 
@@ -282,6 +515,42 @@ def test_nvdec_worker_crash_closes_mappings(make: Any, cache_dir: Path) -> None:
         with pytest.raises(WorkerCrashed):
             frame.__cuda_array_interface__  # noqa: B018
         assert again.to_ndarray().shape[2] == 3
+
+
+@pytest.mark.nvdec
+@pytest.mark.gpu
+def test_nvdec_workers_get_the_gpu_and_no_address_space_cap(make: Any, cache_dir: Path) -> None:
+    """On a GPU host the default workers preload NVDEC: its nodes are granted and usable (an
+    ioctl reaches the NVIDIA driver through Landlock), there is no address-space cap, and CUDA
+    starts under the rest of the sandbox (seccomp included)."""
+    from phast import doctor
+
+    result = doctor.run()
+    assert result["ok"], result
+    grants = [c for c in result["checks"] if c.endswith("(device grant)")]
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"):
+        assert f"open+ioctl {node} (device grant)" in grants, grants
+    with phast.open(make("h264_bpyramid_longgop"), backend="nvdec", cache_dir=cache_dir) as hw:
+        hw.frame(0)
+        assert "as=unlimited" in hw.sandbox["rlimits"], hw.sandbox
+        assert "/dev/nvidiactl" in hw.sandbox["landlock"], hw.sandbox
+
+
+@pytest.mark.vaapi
+def test_vaapi_frames_match_software(make: Any, cache_dir: Path) -> None:
+    """VAAPI's downloaded NV12 holds the software decoder's samples, bit for bit."""
+    if not _pyav_has_vaapi():  # a failure under PHAST_REQUIRE_GPU=vaapi (tests/gpu_gate.py)
+        pytest.skip("this PyAV has no VAAPI: build it from source (backends/vaapi.py FIX)")
+    path = make("h264_bpyramid_longgop")
+    with phast.open(path, backend="software", cache_dir=cache_dir) as sw, \
+            phast.open(path, backend="vaapi", cache_dir=cache_dir) as hw:
+        assert len(sw) == len(hw)
+        for i in (0, 5, len(sw) - 1, 17, 3, 61):
+            y, uv = hw.frame(i, format="native").planes
+            sy, su, sv = sw.frame(i, format="native").planes
+            assert np.array_equal(y, sy), i
+            assert np.array_equal(uv[:, 0::2], su) and np.array_equal(uv[:, 1::2], sv), i
+        assert "/dev/dri/renderD" in hw.sandbox["landlock"], hw.sandbox
 
 
 def test_the_image_worker_gets_no_backend_devices() -> None:

@@ -286,3 +286,44 @@ def test_require_gpu_turns_hardware_skips_into_failures(gated: pytest.Pytester,
     assert outcomes.get("skipped") == 1
     assert outcomes.get("failed", 0) + outcomes.get("errors", outcomes.get("error", 0)) == 1
     result.stdout.fnmatch_lines(["*PHAST_REQUIRE_GPU=1 but the hardware*"])
+
+
+GATED_KINDS = """
+import pytest
+
+@pytest.mark.gpu
+def test_needs_gpu():
+    pass
+
+@pytest.mark.vaapi
+def test_needs_vaapi():
+    pass
+"""
+
+
+@pytest.mark.parametrize(("setting", "failed", "skipped"), [
+    ("1", {"test_needs_gpu"}, {"test_needs_vaapi"}),  # an NVIDIA runner need not have VAAPI
+    ("vaapi", {"test_needs_vaapi"}, {"test_needs_gpu"}),
+    ("all", {"test_needs_gpu", "test_needs_vaapi"}, set()),
+])
+def test_require_gpu_names_the_hardware_it_requires(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, setting: str,
+        failed: set[str], skipped: set[str]) -> None:
+    from phast import registry
+
+    # This host's hardware must not decide the outcome: every kind is missing here.
+    monkeypatch.setattr(registry, "host_check", lambda name: f"no {name} (faked)")
+    monkeypatch.setattr("tests.gpu_gate._missing", lambda marker: f"no {marker} (faked)")
+    pytester.makeconftest('pytest_plugins = ["tests.gpu_gate"]')
+    pytester.makeini("[pytest]\nmarkers =\n    gpu: a GPU\n    vaapi: VAAPI\n")
+    pytester.makepyfile(GATED_KINDS)
+    monkeypatch.setenv("PHAST_REQUIRE_GPU", setting)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rA")
+    out = result.stdout.str()
+    for name in failed:
+        assert f"ERROR test_require_gpu_names_the_hardware_it_requires.py::{name}" in out \
+            or f"FAILED test_require_gpu_names_the_hardware_it_requires.py::{name}" in out, out
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) == len(skipped), out
+    assert outcomes.get("failed", 0) + outcomes.get("errors", outcomes.get("error", 0)) \
+        == len(failed), out
