@@ -21,12 +21,15 @@ cost, and *admitted* against what is left::
                        playhead job of the clip is waiting for energy;
              BUILD     the same with BUILD_RESERVE_S -- except keyframe proxies (the
                        fallback tiers' foundation: one stands in for a whole GOP), which
-                       keep no reserve and, while they save up, pause optional work
-                       (decoding proxy pictures for fallbacks).
+                       keep no reserve.
+    floor    answering from pictures phast has (memory, the proxy store: a proxy picture
+             decoded on the image worker for a fallback) is charged like any work but never
+             held back: the budget buys pictures first, and exact decodes, prefetching and
+             building share what is left (their admission sees the floor's charges).
 
 A job that is not admitted stays queued (a newer request supersedes it, or it runs when the
-bucket has refilled); a fallback that cannot be paid serves what is already in memory, so under
-pressure the quality tier drops and the deadline holds. Blocking requests (``clip.frame(i)``
+bucket has refilled), so under pressure the quality tier drops and the deadline holds. Blocking
+requests (``clip.frame(i)``
 without a deadline, ``clip.build_proxies()``) are explicit orders: never refused, and tallied
 apart from the budget (``unbudgeted_j``): the budget is what phast spends on its own initiative
 and on deadline work, and an order must not black out the fallbacks that follow it.
@@ -129,7 +132,6 @@ class Account:
         self.costs = {kind: _Cost(v) for kind, v in INITIAL_COST.items()}
         self.max_unit_j = 0.0  # the costliest single job estimate seen (capacity floor)
         self.waiting_until = 0.0
-        self.saving_until = 0.0  # a foundation job is saving up: optional decodes wait
         self.active = False  # charged during the current tick
         self._stamp = time.monotonic()
         self.closed = False
@@ -297,28 +299,11 @@ class Governor:
                     acct.waiting_until = now + WAITING_S
             else:
                 ok = now >= acct.waiting_until and avail - est >= reserve_j
-                if not ok and foundation and now >= acct.waiting_until:
-                    acct.saving_until = now + WAITING_S  # optional fallback decodes pause
             if ok and job.governed:
                 acct.reserved_j += est
                 job.reserved_j = est
             tally = acct.admitted if ok else acct.denied
             tally[job.kind] = tally.get(job.kind, 0) + 1
-            return ok
-
-    def affordable(self, acct: Account | None, kind: str, units: int = 1) -> bool:
-        """Could ``units`` of ``kind`` playhead work be paid now? For small work the caller may
-        skip, such as decoding a proxy picture for a fallback: it is not reserved, and it may
-        use energy reserved for running jobs (a fallback is the deadline's guarantee; a stuck
-        decode's reservation must not starve it)."""
-        if acct is None or acct.closed:
-            return True
-        now = time.monotonic()
-        with self._lock:
-            acct._refill(now)
-            ok = now >= acct.saving_until and acct.level_j >= acct.estimate_j(kind, units)
-            tally = acct.admitted if ok else acct.denied
-            tally[kind] = tally.get(kind, 0) + 1
             return ok
 
     # -- charging ---------------------------------------------------------------------------------

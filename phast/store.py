@@ -16,6 +16,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import MediaError
 from .index import FrameIndex
 
@@ -120,6 +122,41 @@ class Store:
             entry = (width, height, payload[len(_PROXY_MAGIC) + 8 :])
         self._count(entry is not None)
         return entry
+
+    @staticmethod
+    def _map_key(identity: str, stream: int, spec: str) -> str:
+        return f"proxymap/v{FORMAT_VERSION}/{identity}/{stream}/{spec}"
+
+    def proxy_map(self, identity: str, stream: int, spec: str, frame_count: int) -> np.ndarray:
+        """Which frames of a source have a proxy here: a hint, one read for the whole clip.
+
+        A bool array of ``frame_count``. Entries evicted since they were noted still read True
+        (their lookup is a miss, as for any vanished entry); a map of another frame count (a
+        re-indexed source) or a damaged one reads all False.
+        """
+        have = np.zeros(frame_count, bool)
+        payload = self._read(self._map_key(identity, stream, spec))
+        if payload is not None and len(payload) >= 4:
+            count = int.from_bytes(payload[:4], "little")
+            bits = np.frombuffer(payload, np.uint8, offset=4)
+            if count == frame_count and len(bits) == (count + 7) // 8:
+                have[:] = np.unpackbits(bits, count=count).astype(bool)
+        return have
+
+    def put_proxies(self, identity: str, stream: int, spec: str, frame_count: int,
+                    entries: list[tuple[int, int, int, bytes]]) -> None:
+        """Store ``(index, width, height, data)`` proxies and note them in the source's map,
+        in one transaction (editor processes sharing the store see the map whole)."""
+        if not entries:
+            return
+        with self._cache.transact():
+            for index, width, height, data in entries:
+                self.put_proxy(identity, stream, spec, index, width, height, data)
+            have = self.proxy_map(identity, stream, spec, frame_count)
+            have[[e[0] for e in entries if 0 <= e[0] < frame_count]] = True
+            payload = frame_count.to_bytes(4, "little") + np.packbits(have).tobytes()
+            self._cache.set(self._map_key(identity, stream, spec), _seal(payload),
+                            tag=identity)
 
     def has_proxy(self, identity: str, stream: int, spec: str, index: int) -> bool:
         """Whether an entry exists (not checked, not counted, LRU order untouched)."""

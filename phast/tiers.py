@@ -6,8 +6,14 @@ honestly label::
 
     EXACT     the frame itself: from the RAM tier, or decoded in time
     PROXY     the frame downscaled, from the proxy store (decoded on the image worker)
-    KEYFRAME  the keyframe the frame's decode starts from: exact from RAM, else its proxy
-    BLANK     zeros at proxy size
+    NEAREST   the nearest other frame phast has a picture of, before or after (an exact frame
+              in memory, a decoded proxy in memory, or a stored proxy); ``Frame.shows`` says
+              which
+    BLANK     zeros at proxy size: phast has no picture of the clip yet
+
+What phast has costs little to show, so it is the budget's floor (:mod:`phast.governor`):
+decoding a stored proxy picture is charged to the clip but never refused, while exact decodes,
+prefetching and building share what is left.
 
 The fallback lookups start ``FALLBACK_RESERVE`` before the deadline, so a request whose exact
 frame arrives in time costs no proxy work -- or at once, when the clip's cost model
@@ -116,7 +122,7 @@ def _result(future: cf.Future[Any]) -> Any:
 
 def fallback(session: Session, i: int, fmt: str, *, stored: bool = True,
              until: float | None = None) -> Frame | None:
-    """PROXY of frame ``i``, else its KEYFRAME (exact from RAM, else proxy), else None.
+    """PROXY of frame ``i``, else the NEAREST picture of another frame, else None.
 
     ``stored=False`` looks in memory only (no proxy store read, no image worker); ``until`` (a
     ``time.monotonic()`` value) is when an image-worker decode stops being worth waiting for.
@@ -124,31 +130,24 @@ def fallback(session: Session, i: int, fmt: str, *, stored: bool = True,
     proxy = _proxy_frame(session, i, i, fmt, Quality.PROXY, stored, until)
     if proxy is not None:
         return proxy
-    k = keyframe_for(session, i)
-    exact = session.ram_get(k, fmt)
-    if exact is not None:
-        return exact.sibling(index=i, quality=Quality.KEYFRAME, shows=k,
-                             pts=_pts(session, i), time=_time(session, i))
-    return _proxy_frame(session, i, k, fmt, Quality.KEYFRAME, stored, until)
-
-
-def keyframe_for(session: Session, i: int) -> int:
-    """The keyframe (display index) whose picture stands in for frame ``i``.
-
-    The latest keyframe at or before ``i``; frames before the first listed keyframe (an edit
-    list can hide the real one) use the first.
-    """
-    assert session.index is not None
-    keys = session.keyframes
-    pos = int(np.searchsorted(keys, i, side="right")) - 1
-    return int(keys[max(pos, 0)]) if len(keys) else 0
+    for k in session.nearest_pictures(i, fmt):
+        exact = session.ram_get(k, fmt)
+        if exact is not None:
+            return exact.sibling(index=i, quality=Quality.NEAREST, shows=k,
+                                 pts=_pts(session, i), time=_time(session, i))
+        near = _proxy_frame(session, i, k, fmt, Quality.NEAREST, stored, until)
+        if near is not None:
+            return near
+        if until is not None and time.monotonic() >= until:
+            break
+    return None
 
 
 def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
                  quality: Quality, stored: bool = True,
                  until: float | None = None) -> Frame | None:
     """Frame ``shows``'s proxy standing in for frame ``i``: from memory, else decoded from the
-    store on the image worker when the clip's power budget can pay for it; else None."""
+    store on the image worker (the budget's floor: charged, never refused); else None."""
     cached = session.proxy_ram_get(shows, fmt)
     if cached is not None:
         return cached.sibling(index=i, quality=quality, shows=shows, pts=_pts(session, i),
@@ -160,19 +159,19 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
     entry = store.get_proxy(session.identity, session.stream, session.proxy_spec.key, shows)
     if entry is None:
         session.proxy_missing[shows] = time.monotonic()
+        hint = session.proxy_hint
+        if hint is not None and 0 <= shows < len(hint):
+            hint[shows] = False  # evicted, or never there: no longer a NEAREST candidate
         return None
     width, height, data = entry
     if (width, height) != session.proxy_size():
         return None
-    governor = session.pool.governor
-    if governor is not None and not governor.affordable(session.account, "image"):
-        return None  # the budget is spent: the tiers below serve what is already in memory
     job_run: Callable[[Any], Frame] = lambda proc: session.run_image(  # noqa: E731
         proc, data, (width, height), i, fmt, quality, shows)
     from .supervisor import PLAYHEAD, Job
 
     job = Job(job_run, priority=PLAYHEAD)
-    # Paid, but not governed: affordable() was asked above, and admission would only delay it.
+    # Paid, but never held back: the floor of the budget (see the module docstring).
     job.account, job.kind, job.budgeted = session.account, "image", True
     try:
         worker = session.pool.image_worker()
@@ -186,9 +185,10 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         return None
     except Exception:
         return None
-    if quality is Quality.KEYFRAME or shows in session.keyframe_set:
-        # Keyframe pictures stand in for whole GOPs and come back again and again; a random
-        # frame's proxy rarely does (copying it out of its slot would be wasted work).
+    if quality is Quality.NEAREST or shows in session.keyframe_set:
+        # Pictures shown for other frames (and keyframes, which stand in for whole GOPs) come
+        # back again and again; a random frame's own proxy rarely does (copying it out of its
+        # slot would be wasted work).
         session.proxy_ram_put(shows, fmt, frame)
     return frame
 

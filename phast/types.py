@@ -27,15 +27,27 @@ PACKED_LAYOUT: dict[str, tuple[int, int]] = {
 
 
 class Quality(enum.Enum):
-    """How faithful a returned frame is to the requested one, best first."""
+    """How faithful a returned frame is to the requested one, best first.
+
+    ``Frame.shows`` is the display index whose pixels a frame holds: the requested index for
+    EXACT and PROXY, another frame's for NEAREST, -1 for BLANK.
+    """
 
     EXACT = "exact"  #: the real frame at full resolution, bit-identical to a sequential decode
-    PROXY = "proxy"  #: the real frame, downscaled, from the proxy cache
-    KEYFRAME = "keyframe"  #: the nearest preceding keyframe (a placeholder)
-    BLANK = "blank"  #: a placeholder of the right size
+    PROXY = "proxy"  #: the real frame, downscaled, from the proxy store
+    #: another frame's picture: the nearest one phast has (before or after; a proxy, or an
+    #: exact frame in memory); ``shows`` says which
+    NEAREST = "nearest"
+    #: the old name of NEAREST, which showed the keyframe the frame's decode starts from
+    KEYFRAME = "nearest"
+    BLANK = "blank"  #: a placeholder of the right size: phast has no picture near enough
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def _missing_(cls, value: object) -> Quality | None:
+        return cls.NEAREST if value == "keyframe" else None  # reports written before 0.2
 
 
 @dataclass(frozen=True)

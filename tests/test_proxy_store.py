@@ -105,7 +105,8 @@ def test_cli_proxy_build_stats_and_clear(make, cache_dir, capsys) -> None:
     stats = json.loads(capsys.readouterr().out)
     assert stats["proxies"] == 90 and stats["clips"] == 1 and stats["bytes"] > 0
     assert cli_main(["cache", "clear", path, "--cache-dir", str(cache_dir)]) == 0
-    assert "removed 91 entries" in capsys.readouterr().out  # 90 proxies + the frame index
+    # 90 proxies, the frame index and the map of which frames have a proxy
+    assert "removed 92 entries" in capsys.readouterr().out
     assert cli_main(["cache", "stats", "--json", "--cache-dir", str(cache_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 0
     assert os.path.exists(path)

@@ -14,7 +14,6 @@ import pytest
 import phast
 from phast import registry
 from phast.kernels.reference import area_downscale
-from phast.tiers import keyframe_for
 from tests.reference import reference_frames
 
 CLIP = "h264_bpyramid_longgop"  # 160x96, 90 frames, keyframes at 0 and 60
@@ -63,31 +62,44 @@ def test_exact_when_there_is_time(make, cache_dir, pool) -> None:
 
 
 def test_blank_on_time_while_the_worker_is_stopped(make, cache_dir, pool) -> None:
-    ref = reference_frames(make(CLIP))
+    """Nothing decoded, nothing stored: a placeholder, on time."""
     with _open(make, cache_dir, pool, proxies=False) as clip:
-        clip.frame(85)  # in RAM now; keyframes 0 and 60 are not
+        assert clip.worker_pid is not None  # it indexed the clip; nothing is in memory
         os.kill(clip.worker_pid, signal.SIGSTOP)
         for i, deadline in ((33, 0.05), (80, 0.02), (5, 0.1)):
             f, took = _timed(clip, i, deadline)
             assert took < deadline + SLACK
             assert f.quality is phast.Quality.BLANK and f.index == i and f.shows == -1
             assert f.array.shape == (*PROXY, 3) and not f.array.any()
+
+
+def test_nearest_from_ram_while_the_worker_is_stopped(make, cache_dir, pool) -> None:
+    """Whatever phast has beats a placeholder: the only picture in memory, however far."""
+    ref = reference_frames(make(CLIP))
+    with _open(make, cache_dir, pool, proxies=False) as clip:
+        clip.frame(85)  # in RAM now; nothing else is
+        os.kill(clip.worker_pid, signal.SIGSTOP)
+        for i, deadline in ((33, 0.05), (80, 0.02), (5, 0.1)):
+            f, took = _timed(clip, i, deadline)
+            assert took < deadline + SLACK
+            assert f.quality is phast.Quality.NEAREST and f.index == i and f.shows == 85
+            assert np.array_equal(f.array, ref[85])  # full size: frame 85 itself, exact
         f, took = _timed(clip, 85, 0.02)
         assert f.quality is phast.Quality.EXACT and np.array_equal(f.array, ref[85])
 
 
-def test_exact_keyframe_from_ram(make, cache_dir, pool) -> None:
+def test_exact_nearest_from_ram(make, cache_dir, pool) -> None:
     ref = reference_frames(make(CLIP))
     with _open(make, cache_dir, pool, proxies=False) as clip:
         clip.frame(60)
         os.kill(clip.worker_pid, signal.SIGSTOP)
         f, took = _timed(clip, 75, 0.05)
         assert took < 0.05 + SLACK
-        assert f.quality is phast.Quality.KEYFRAME and f.index == 75 and f.shows == 60
+        assert f.quality is phast.Quality.NEAREST and f.index == 75 and f.shows == 60
         assert np.array_equal(f.array, ref[60])  # full size: the keyframe itself, exact
 
 
-def test_keyframe_from_ram_while_the_store_is_slow(make, cache_dir, pool) -> None:
+def test_nearest_from_ram_while_the_store_is_slow(make, cache_dir, pool) -> None:
     """A proxy-store read that outlasts the deadline (a cold disk, a busy machine) does not
     turn a keyframe that memory holds into a BLANK."""
     ref = reference_frames(make(CLIP))
@@ -104,23 +116,24 @@ def test_keyframe_from_ram_while_the_store_is_slow(make, cache_dir, pool) -> Non
         os.kill(clip.worker_pid, signal.SIGSTOP)
         f, took = _timed(clip, 75, 0.05)
         assert took < 0.05 + SLACK
-        assert f.quality is phast.Quality.KEYFRAME and f.shows == 60
+        assert f.quality is phast.Quality.NEAREST and f.shows == 60
         assert np.array_equal(f.array, ref[60])
 
 
-def test_proxy_and_keyframe_tiers_do_not_lie(make, cache_dir, pool) -> None:
+def test_proxy_and_nearest_tiers_do_not_lie(make, cache_dir, pool) -> None:
     ref = reference_frames(make(CLIP))
     with _open(make, cache_dir, pool, proxies=False) as clip:
         built, failed = clip.build_proxies(full=False)  # keyframes only
         assert (built, failed) == (2, 0)
         pool.prepare_images(30)
         os.kill(clip.worker_pid, signal.SIGSTOP)
-        f, took = _timed(clip, 75, 0.1)
-        assert took < 0.1 + SLACK
-        assert f.quality is phast.Quality.KEYFRAME and f.index == 75 and f.shows == 60
-        assert f.shows == keyframe_for(clip._session, 75)
-        want = area_downscale(ref[60], *PROXY)
-        assert f.array.shape == want.shape and psnr(f.array, want) > PROXY_PSNR
+        # the nearest stored picture, before or after: 75 -> 60, 35 -> 60 (not 0), 20 -> 0
+        for i, near in ((75, 60), (35, 60), (20, 0)):
+            f, took = _timed(clip, i, 0.1)
+            assert took < 0.1 + SLACK
+            assert f.quality is phast.Quality.NEAREST and f.index == i and f.shows == near
+            want = area_downscale(ref[near], *PROXY)
+            assert f.array.shape == want.shape and psnr(f.array, want) > PROXY_PSNR
     with _open(make, cache_dir, pool, proxies=False) as clip:
         clip.build_proxies(full=True)
         pool.prepare_images(30)
@@ -142,9 +155,11 @@ def test_deadline_holds_while_the_worker_is_killed(make, cache_dir, pool) -> Non
         os.kill(clip.worker_pid, signal.SIGKILL)
         f, took = _timed(clip, 50, 0.03)
         assert took < 0.03 + SLACK
-        assert f.quality in (phast.Quality.EXACT, phast.Quality.BLANK)
+        assert f.quality in (phast.Quality.EXACT, phast.Quality.NEAREST)
         if f.quality is phast.Quality.EXACT:
             assert np.array_equal(f.array, ref[50])
+        else:  # frame 10, in memory, is the nearest picture phast has
+            assert f.shows == 10 and np.array_equal(f.array, ref[10])
         assert np.array_equal(clip.frame(51).array, ref[51])  # and the clip recovers
 
 
