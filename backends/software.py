@@ -79,11 +79,15 @@ PRECISE_SKIP = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays a copy
 #: The checks that find a damaged stream (:attr:`SoftwareBackend.damage`): the demuxer's or
-#: parser's errors, a later index disagreeing, the decoder's corrupt flag, its error (exception),
+#: parser's errors, a packet whose headers do not parse (:data:`HEADER_CHECKS`), a later index disagreeing, the decoder's corrupt flag, its error (exception),
 #: its damage messages (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame
 #: threads, a sequential decode disagreeing with the index, a stored index marked damaged.
-DAMAGE_CHECKS = frozenset({"demuxer", "reindex", "decoder-flag", "decoder-error", "decoder-log",
+DAMAGE_CHECKS = frozenset({"demuxer", "headers", "reindex", "decoder-flag", "decoder-error", "decoder-log",
                            "prefix-threads", "disagreed", "index"})
+#: Bitstream filters that parse a codec's headers (parameter sets, slice headers) without
+#: decoding: run over every packet while indexing (see ``SoftwareBackend._header_check``).
+HEADER_CHECKS = {"h264": "h264_metadata", "hevc": "hevc_metadata", "av1": "av1_metadata",
+                 "mpeg2video": "mpeg2_metadata", "vp9": "vp9_metadata"}
 #: Frames held back during the second decode of a damaged stream (see ``_unstable_packets``):
 #: the decoder then draws other buffers than in the first decode, whose frames were released.
 HOLD_FRAMES = 16
@@ -401,6 +405,7 @@ class SoftwareBackend(Backend):
             # gives may not be the ones a decoder turns into frames one to one, so the stream
             # is indexed as damaged (by decoding, on one thread, twice).
             with _logged_errors() as logged:
+                headers = self._header_check()
                 for n, pkt in enumerate(self._container.demux(self._stream)):
                     if pkt.size == 0:
                         continue
@@ -413,14 +418,39 @@ class SoftwareBackend(Backend):
                                  | (DISCARD if pkt.is_discard else 0))
                     if pkt.is_corrupt:
                         self._found_damage("demuxer", f"packet {n} flagged corrupt")
+                    if headers is not None and not self._damaged:
+                        try:
+                            headers.filter(pkt)  # last: it takes the packet's data
+                        except av.FFmpegError as e:
+                            self._found_damage("headers", f"packet {len(pts) - 1}: {e}")
         except av.FFmpegError as e:
             self._found_damage("demuxer", str(e))  # a damaged tail: index what could be read
         if logged:
-            self._found_damage("demuxer", logged[0])
+            bsf = HEADER_CHECKS.get(self._cc.name)
+            ours = [m for m in logged if bsf is not None and m.startswith(bsf + ":")]
+            self._found_damage("headers" if ours else "demuxer", (ours or logged)[0])
         if not pts:
             raise MediaError(f"{self._path}: the video stream has no packets")
         return (np.array(pts, np.int64), np.array(dts, np.int64), np.array(pos, np.int64),
                 np.array(flags, np.uint8))
+
+    def _header_check(self) -> Any:
+        """A bitstream filter that parses every packet's headers (FFmpeg's coded-bitstream
+        readers, :data:`HEADER_CHECKS`), or None for other codecs.
+
+        A packet whose headers do not parse (a slice naming a parameter set that does not
+        exist) decodes to no frame, and a demux-built index would number every later frame one
+        too high -- which a decode from a later keyframe cannot see, and the verified prefix
+        does not reach. Such a stream is indexed by decoding. Slice data is not parsed: damage
+        there still decodes to a (concealed) frame, found by the decoder's own checks.
+        """
+        name = HEADER_CHECKS.get(self._cc.name)
+        if name is None:
+            return None
+        try:
+            return av.BitStreamFilterContext(name, self._stream)
+        except (av.FFmpegError, ValueError):  # a build without the filter: no check
+            return None
 
     def build_index(self, *, full_decode: bool = False) -> FrameIndex:
         pkt_pts, pkt_dts, pkt_pos, pkt_flags = self._demux_packets()

@@ -94,8 +94,8 @@ def test_concealment_is_caught_by_the_hold_alone(entry: dict) -> None:
 def test_the_manifest_covers_the_classes_fuzzing_found() -> None:
     """The fixtures keep each way damage is found covered, on frame-threaded decodes too."""
     found = {(e["check"], e["found_by"]) for e in MANIFEST}
-    assert {("demuxer", "frame"), ("decoder-error", "one"), ("decoder-log", "one"),
-            ("decoder-log", "frame"), ("prefix-threads", "frame")} <= found
+    assert {("demuxer", "frame"), ("headers", "frame"), ("decoder-error", "one"),
+            ("decoder-log", "one"), ("decoder-log", "frame"), ("prefix-threads", "frame")} <= found
     assert len(CONCEALED_ONLY) >= 2
     assert any(e["reindexed"] for e in MANIFEST)  # found while serving, not at open
 
