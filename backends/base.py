@@ -274,6 +274,17 @@ class Backend(abc.ABC):
         """
         return False
 
+    def set_frame_sink(self, sink: Callable[[int, Any], None] | None) -> bool:
+        """Optionally hand every frame this backend decodes, and would serve, to ``sink``.
+
+        ``sink(index, frame)`` is called with the display index and an ``av.VideoFrame`` as
+        frames come out of decodes for any reason (requests, the frames on the way to a far
+        target, read-ahead), only once they are as trusted as a served frame; it must not keep
+        the frame. The worker turns them into proxies as a by-product. ``None`` stops it.
+        Return False when the backend cannot (the default: frames elsewhere than the host).
+        """
+        return False
+
     # Optional, not defined here (the worker looks for it): ``proxy_picture(index, width,
     # height) -> numpy (height, width, 3) uint8`` makes frame ``index``'s proxy where the
     # backend's frames live -- a GPU backend converts and area-downscales on the device and

@@ -79,11 +79,12 @@ PRECISE_SKIP = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays a copy
 #: The checks that find a damaged stream (:attr:`SoftwareBackend.damage`): the demuxer's or
-#: parser's errors, a packet whose headers do not parse (:data:`HEADER_CHECKS`), a later index disagreeing, the decoder's corrupt flag, its error (exception),
-#: its damage messages (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame
-#: threads, a sequential decode disagreeing with the index, a stored index marked damaged.
-DAMAGE_CHECKS = frozenset({"demuxer", "headers", "reindex", "decoder-flag", "decoder-error", "decoder-log",
-                           "prefix-threads", "disagreed", "index"})
+#: parser's errors, a packet whose headers do not parse (:data:`HEADER_CHECKS`), a later index
+#: disagreeing, the decoder's corrupt flag, its error (exception), its damage messages
+#: (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame threads, a sequential
+#: decode disagreeing with the index, a stored index marked damaged.
+DAMAGE_CHECKS = frozenset({"demuxer", "headers", "reindex", "decoder-flag", "decoder-error",
+                           "decoder-log", "prefix-threads", "disagreed", "index"})
 #: Bitstream filters that parse a codec's headers (parameter sets, slice headers) without
 #: decoding: run over every packet while indexing (see ``SoftwareBackend._header_check``).
 HEADER_CHECKS = {"h264": "h264_metadata", "hevc": "hevc_metadata", "av1": "av1_metadata",
@@ -283,6 +284,7 @@ class SoftwareBackend(Backend):
         self._index: FrameIndex | None = None
         self._first_frame: Any = None
         self._avoid: dict[int, int] = {}  # frame -> a start packet it must decode from before
+        self._sink: Callable[[int, Any], None] | None = None  # see set_frame_sink
 
     # -- container and decoder -----------------------------------------------------------
     def _open_container(self) -> None:
@@ -1056,6 +1058,8 @@ class SoftwareBackend(Backend):
                 self._need.pop(p, None)
                 if not self._verifying:  # (see _verify_prefix: the first pass keeps nothing)
                     self._keep(j, f)
+                    if self._sink is not None and isinstance(f, av.VideoFrame):
+                        self._sink(j, f)
                 if j == target:
                     found = f
         return found
@@ -1099,6 +1103,10 @@ class SoftwareBackend(Backend):
         assert self._index is not None
         packets = self._index.frame_packet[first:stop]
         return bool(len(packets)) and int(packets.max()) < self._skip_until
+
+    def set_frame_sink(self, sink: Callable[[int, Any], None] | None) -> bool:
+        self._sink = sink
+        return True
 
     def _keep(self, j: int, f: Any) -> None:
         size = sum(p.buffer_size for p in f.planes)

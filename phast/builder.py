@@ -1,41 +1,71 @@
-"""Background proxy building: keyframes first, then every frame in sequential passes.
+"""Background proxy building: keyframes first, then where the user is, then the rest.
 
 A builder works through its own :class:`~phast.session.Session` of the clip (its own decoder, on
 whichever worker the pool assigns), so building never moves the playhead's decoder. Work goes out
-as small BUILD-priority jobs -- a few keyframes, or a run of consecutive frames of one GOP -- so a
-playhead request waits at most for one chunk, and the pool's admission policy (the power
-governor) can hold building back between chunks. Frames already in the store are skipped.
+as small BUILD-priority jobs -- one keyframe, or a run of consecutive frames of one group of
+pictures -- so a playhead request waits at most for one chunk, and the pool's admission policy
+(the power governor) can hold building back between chunks.
+
+Which chunk comes next is decided when the previous one is done, from where the user is now::
+
+    1. keyframes, nearest the playhead first: each stands in for its whole group of pictures
+       (the NEAREST tier), and costs one intra decode
+    2. the group of pictures holding the playhead, then those ahead of it (playback goes
+       forward), then those behind, nearest first: a scrub or a step back lands there
+    3. (the rest, by the same order: the playhead is somewhere)
+
+Frames that have a proxy by then (another editor, or a by-product of the clip's own decodes,
+:meth:`Session._byproducts_wanted`) are skipped and counted as done.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import threading
 from collections.abc import Callable
+
+import numpy as np
 
 from .session import Session
 from .supervisor import BUILD, Job
 
 log = logging.getLogger(__name__)
 
-#: keyframes per job: each costs a seek and an intra decode; one at a time, so that under a
-#: tight power budget the first keyframe proxies (the fallback tiers' foundation) come soonest
-KEYFRAME_CHUNK = 1
 RUN_CHUNK = 24  #: consecutive frames per job: cheap sequential decoding, short enough to yield
+#: Groups of pictures behind the playhead cost this many times their distance when choosing what
+#: to build next (playback moves forward).
+BEHIND_WEIGHT = 2
 
 
 class ProxyBuilder:
-    """Builds the proxies of one clip; ``start()`` in the background or ``run()`` blocking."""
+    """Builds the proxies of one clip; ``start()`` in the background or ``run()`` blocking.
 
-    def __init__(self, session: Session, *, full: bool = True) -> None:
+    ``playhead()`` says where the user is (the display index last asked for, or None).
+    """
+
+    def __init__(self, session: Session, *, full: bool = True,
+                 playhead: Callable[[], int | None] | None = None) -> None:
         assert session.index is not None and session.store is not None
         self.session = session
         self.full = full
-        assert session.index is not None
-        self._keys = frozenset(int(k) for k in session.index.keyframes())
-        self._plan = self._make_plan()
-        self.total = sum(len(c) for c in self._plan)
+        self._playhead = playhead or (lambda: None)
+        index = session.index
+        n = index.frame_count
+        have = session.proxies_known()
+        self._keys = [int(k) for k in index.keyframes() if not have[int(k)]]
+        # Groups of pictures by their first display index: the frames each still lacks.
+        bounds = sorted(set(int(k) for k in index.keyframes()) | {0, n})
+        self._starts = bounds[:-1]
+        self._groups: dict[int, list[int]] = {}
+        if full:
+            keys = set(int(k) for k in index.keyframes())
+            for lo, hi in itertools.pairwise(bounds):
+                todo = [i for i in range(lo, hi) if i not in keys and not have[i]]
+                if todo:
+                    self._groups[lo] = todo
+        self.total = len(self._keys) + sum(len(g) for g in self._groups.values())
         self.done = 0
         self.failed = 0
         self._stopped = threading.Event()
@@ -43,20 +73,43 @@ class ProxyBuilder:
         self._current: Job | None = None
         self._lock = threading.Lock()
 
-    def _make_plan(self) -> list[list[int]]:
-        s = self.session
-        assert s.index is not None and s.store is not None and s.identity is not None
-        cached = _Cached(s)
-        keys = [int(k) for k in s.index.keyframes() if not cached(int(k))]
-        plan = [keys[j : j + KEYFRAME_CHUNK] for j in range(0, len(keys), KEYFRAME_CHUNK)]
-        if not self.full:
-            return plan
-        key_set = set(s.index.keyframes().tolist())
-        bounds = sorted(key_set | {0, s.index.frame_count})
-        for lo, hi in itertools.pairwise(bounds):
-            run = [i for i in range(lo, hi) if i not in key_set and not cached(i)]
-            plan += [run[j : j + RUN_CHUNK] for j in range(0, len(run), RUN_CHUNK)]
-        return [chunk for chunk in plan if chunk]
+    # -- the plan ---------------------------------------------------------------------------------
+    def _next_chunk(self) -> list[int] | None:
+        """The next chunk to build (see the module docstring); None when all is built."""
+        have = self.session.proxies_known()
+        p = self._playhead()
+        while self._keys:
+            k = self._keys.pop(self._nearest_key(p))
+            if not have[k]:
+                return [k]
+            self.done += 1
+        while self._groups:
+            start = self._next_group(p)
+            todo = self._groups[start]
+            chunk = [i for i in todo[:RUN_CHUNK] if not have[i]]
+            self.done += min(RUN_CHUNK, len(todo)) - len(chunk)
+            del todo[:RUN_CHUNK]
+            if not todo:
+                del self._groups[start]
+            if chunk:
+                return chunk
+        return None
+
+    def _nearest_key(self, p: int | None) -> int:
+        if p is None:
+            return 0
+        return int(np.argmin([abs(k - p) for k in self._keys]))
+
+    def _next_group(self, p: int | None) -> int:
+        if p is None:
+            return min(self._groups)
+        here = self._starts[max(0, bisect.bisect_right(self._starts, p) - 1)]
+
+        def cost(start: int) -> int:
+            if start == here:
+                return -1
+            return start - p if start > p else (p - start) * BEHIND_WEIGHT
+        return min(self._groups, key=cost)
 
     # -- background -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -65,10 +118,10 @@ class ProxyBuilder:
 
     def _next(self) -> None:
         with self._lock:
-            if self._stopped.is_set() or not self._plan:
+            chunk = None if self._stopped.is_set() else self._next_chunk()
+            if chunk is None:
                 self._finished.set()
                 return
-            chunk = self._plan.pop(0)
             job = _build_job(self.session, chunk, self._kind(chunk), governed=True)
             self._current = job
         job.future.add_done_callback(lambda f: self._chunk_done(f, chunk))
@@ -99,9 +152,9 @@ class ProxyBuilder:
         """Build everything planned now, calling ``progress(done, total)`` after each chunk."""
         while not self._stopped.is_set():
             with self._lock:
-                if not self._plan:
-                    break
-                chunk = self._plan.pop(0)
+                chunk = self._next_chunk()
+            if chunk is None:
+                break
             # an order: never refused
             job = _build_job(self.session, chunk, self._kind(chunk), governed=False)
             try:
@@ -124,11 +177,11 @@ class ProxyBuilder:
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
-
     def _kind(self, chunk: list[int]) -> str:
         """The governor's cost kind: keyframes each cost a seek and an intra decode; a run of
         consecutive frames continues one decode (a different cost per frame)."""
-        return "build_key" if chunk[0] in self._keys else "build"
+        return "build_key" if len(chunk) == 1 and chunk[0] in self.session.keyframe_set \
+            else "build"
 
 
 def _build_job(session: Session, chunk: list[int], kind: str, *, governed: bool) -> Job:
@@ -136,18 +189,6 @@ def _build_job(session: Session, chunk: list[int], kind: str, *, governed: bool)
     job.account, job.kind, job.work = session.account, kind, len(chunk)
     job.governed = job.budgeted = governed
     return job
-
-
-class _Cached:
-    """``cached(i)``: is frame i's proxy already in the store? (one existence check each)"""
-
-    def __init__(self, session: Session) -> None:
-        self.s = session
-
-    def __call__(self, i: int) -> bool:
-        s = self.s
-        assert s.store is not None and s.identity is not None
-        return s.store.has_proxy(s.identity, s.stream, s.proxy_spec.key, i)
 
 
 __all__ = ["ProxyBuilder"]

@@ -348,6 +348,15 @@ class Clip:
         return f"<phast.Clip {self.path!r} backend={self.backend} {state}>"
 
 
+def _playhead_of(session: weakref.ref[Session]) -> Callable[[], int | None]:
+    """Where the user is in a session: the frame last asked for (the builder builds there).
+    Weak: a builder must not keep its clip's session alive."""
+    def playhead() -> int | None:
+        s = session()
+        return s.recent[-1] if s is not None and s.recent else None
+    return playhead
+
+
 def _attached(proc: Any) -> None:
     """A job that only makes its session attach (open the source) in the worker."""
 
@@ -527,7 +536,9 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
                          "; ".join(f"{b} {w}" for b, w in tried))
             builder = None
             if proxies:
-                builder = ProxyBuilder(session.twin(), full=True)
+                session.byproducts = True  # every frame decoded becomes a proxy, budget allowing
+                builder = ProxyBuilder(session.twin(), full=True,
+                                       playhead=_playhead_of(weakref.ref(session)))
                 builder.start()
             return Clip(session, builder)
         except CannotHandle as e:

@@ -72,7 +72,8 @@ SAFETY = 0.95  #: the bucket refills at this share of the budget: headroom for c
 FOUNDATION = "build_key"
 
 #: Initial estimates, CPU seconds per unit of work, until the clip's own measurements arrive.
-INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015, "build_key": 0.040}
+INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015, "build_key": 0.040,
+                "byproduct": 0.002}
 
 
 def resolve_budget(budget: float | str | None) -> float | None:
@@ -305,6 +306,16 @@ class Governor:
             tally = acct.admitted if ok else acct.denied
             tally[job.kind] = tally.get(job.kind, 0) + 1
             return ok
+
+    def spare(self, acct: Account | None) -> bool:
+        """Has the account room for optional work beyond the playhead's reserve (what building
+        must leave)? Asked before adding optional work to a job, such as by-product proxies;
+        nothing is reserved or tallied."""
+        if acct is None or acct.closed:
+            return True
+        with self._lock:
+            acct._refill(time.monotonic())
+            return acct.level_j - acct.reserved_j >= BUILD_RESERVE_S * acct.rate_w
 
     # -- charging ---------------------------------------------------------------------------------
     def job_started(self, worker: Worker, job: Job) -> None:

@@ -19,7 +19,11 @@ from phast.errors import MediaError
 
 
 class ProxyEncoder:
-    """Area-downscale frames to ``width`` x ``height`` and encode each as one JPEG."""
+    """Area-downscale frames to ``width`` x ``height`` and encode each as one JPEG.
+
+    :meth:`encode` does both; :meth:`shrink` and :meth:`encode_small` do them apart (the
+    by-product sink shrinks as frames are decoded and encodes later).
+    """
 
     def __init__(self, width: int, height: int, quality: int) -> None:
         self.size = (width, height)
@@ -33,9 +37,16 @@ class ProxyEncoder:
         self._count = 0
 
     def encode(self, frame: Any) -> bytes:
+        return self.encode_small(self.shrink(frame))
+
+    def shrink(self, frame: Any) -> Any:
+        """The frame area-downscaled to the proxy size, in the encoder's own format."""
         w, h = self.size
-        small = self._reformatter.reformat(frame, width=w, height=h, format="yuvj420p",
-                                           interpolation=Interpolation.AREA)
+        return self._reformatter.reformat(frame, width=w, height=h, format="yuvj420p",
+                                          interpolation=Interpolation.AREA)
+
+    def encode_small(self, small: Any) -> bytes:
+        """One JPEG of a picture :meth:`shrink` made."""
         # Each picture stands alone, but the encoder wants strictly increasing timestamps in its
         # own time base (PyAV rescales from the frame's) and no frame type carried over.
         small.time_base = self._enc.time_base
@@ -105,3 +116,50 @@ def _decode_turbo(data: bytes, format: str, out: memoryview) -> DecodedFrame:
         raise MediaError(f"damaged proxy picture: {e}") from e
     row = width * channels
     return DecodedFrame(width, height, format, 1, (PlaneLayout(0, height, row),), True)
+
+
+class ByproductSink:
+    """Proxies as a by-product of decoding (``Backend.set_frame_sink``).
+
+    The editor says which frames lack a proxy (:meth:`want`: a bitmap of a range); each such
+    frame the backend decodes is shrunk at once (the full-size frame is not kept) and queued;
+    :meth:`take` encodes queued pictures as JPEGs for the editor to store. At most
+    ``max_pictures`` wait (the oldest are dropped): what the budget does not pay for is lost,
+    not hoarded.
+    """
+
+    def __init__(self, width: int, height: int, quality: int, max_pictures: int = 64) -> None:
+        self.encoder = ProxyEncoder(width, height, quality)
+        self.spec = (width, height, quality)
+        self.max_pictures = max_pictures
+        self._wanted: set[int] = set()
+        self._queue: dict[int, Any] = {}  # display index -> shrunk picture, oldest first
+
+    def want(self, first: int, bits: bytes, count: int) -> None:
+        """Frames ``first + k`` for each set bit ``k < count`` lack a proxy (replaces the
+        previous range)."""
+        flags = np.unpackbits(np.frombuffer(bits, np.uint8), count=count).astype(bool)
+        self._wanted = {first + int(k) for k in np.flatnonzero(flags)}
+
+    def __call__(self, index: int, frame: Any) -> None:
+        if index not in self._wanted or index in self._queue:
+            return
+        self._wanted.discard(index)
+        self._queue[index] = self.encoder.shrink(frame)
+        while len(self._queue) > self.max_pictures:
+            del self._queue[next(iter(self._queue))]
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def take(self, limit: int, beat: Any = None) -> tuple[list[int], list[bytes]]:
+        """Encode and hand over up to ``limit`` queued pictures, the most recent first (the
+        playhead's neighbourhood)."""
+        indices, pictures = [], []
+        for index in list(reversed(self._queue))[:limit]:
+            if beat is not None:
+                beat()
+            pictures.append(self.encoder.encode_small(self._queue.pop(index)))
+            indices.append(index)
+        return indices, pictures

@@ -44,6 +44,11 @@ MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
 _PIX_FMT = re.compile(r"^[a-z0-9_]{1,32}$")
 #: Pictures the NEAREST tier tries, nearest first, before it gives up (a store read each).
 NEAREST_TRIES = 3
+#: By-product proxies: frames before the target's keyframe (leading pictures) and after the
+#: target (read-ahead) a frame request asks for, and pictures fetched per collection job.
+BYPRODUCT_LEAD = 8
+BYPRODUCT_AHEAD = 16
+BYPRODUCT_BATCH = 16
 
 
 class Session:
@@ -84,6 +89,9 @@ class Session:
         # Which frames have a proxy in the store, as far as this process knows (the store's
         # map, then what this process stores): where the NEAREST tier looks. Shared with twins.
         self.proxy_hint: np.ndarray | None = None
+        #: Proxies as a by-product of this session's decodes (phast.open with proxies on)
+        self.byproducts = False
+        self._collecting: Job | None = None  # the queued job fetching by-product proxies
         self._keyframes_of: FrameIndex | None = None
         self._keyframe_set: tuple[np.ndarray, frozenset[int]] | None = None
         self.failures: collections.Counter[int] = collections.Counter()
@@ -163,9 +171,14 @@ class Session:
             job = next(self._jobs)
             msg = {"op": "frame", "session": self.id, "job": job, "index": i, "format": fmt,
                    "slot": slot.id, "size": slot.size, "attempt": self.failures[i]}
+            wanted = self._byproducts_wanted(i)
+            blobs = None
+            if wanted is not None:
+                msg["byproducts"], bits = wanted
+                blobs = [bits]
             fds = None if key in proc.mapped or slot.fd is None else [slot.fd]
             try:
-                reply, _ = proc.call(msg, fds=fds)
+                reply, _ = proc.call(msg, blobs, fds=fds)
                 proc.mapped.add(key)
                 if reply.get("error") and reply.get("type") == "SlotTooSmall":
                     need = _check_needed(reply.get("needed"), slot.size)
@@ -184,7 +197,11 @@ class Session:
                                           f"decode, which gives {count} frames")
                     continue
                 raise_for_error(reply, proc)
-                return self._frame_from_record(reply, job, i, fmt, slot)
+                frame = self._frame_from_record(reply, job, i, fmt, slot)
+                waiting = reply.get("byproducts")
+                if wanted is not None and isinstance(waiting, int) and waiting > 0:
+                    self._collect_byproducts()
+                return frame
             except BaseException:
                 self.slots.give_back(slot.id)
                 raise
@@ -312,6 +329,65 @@ class Session:
             if not looks_like_jpeg(data):
                 raise ProtocolViolation(f"proxy of frame {i} is not a JPEG picture")
         self.store_proxies([(i, w, h, data) for i, data in zip(done, blobs, strict=True)])
+        return list(done)
+
+    # -- proxies as a by-product of decoding ----------------------------------------------------
+    def _byproducts_wanted(self, i: int) -> tuple[dict[str, int], bytes] | None:
+        """What to ask a frame request for besides the frame: proxies of the frames its decode
+        passes through (the group of pictures up to ``i``, and a little beyond for read-ahead)
+        that the store lacks -- when this clip makes proxies and its budget has room for
+        building (the sink's work is charged to the request and its collection)."""
+        if not self.byproducts or self.store is None or self.index is None:
+            return None
+        governor = self.pool.governor
+        if governor is not None and self.account is not None \
+                and not governor.spare(self.account):
+            return None
+        keys = self.keyframes
+        k = int(np.searchsorted(keys, i, side="right")) - 1
+        first = max(0, (int(keys[k]) if k >= 0 else 0) - BYPRODUCT_LEAD)
+        stop = min(self.index.frame_count, i + BYPRODUCT_AHEAD)
+        lacking = ~self.proxies_known()[first:stop]
+        if not lacking.any():
+            return None
+        spec = {"width": 0, "height": 0, "quality": self.proxy_spec.quality, "first": first,
+                "count": len(lacking)}
+        spec["width"], spec["height"] = self.proxy_size()
+        return spec, np.packbits(lacking).tobytes()
+
+    def _collect_byproducts(self) -> None:
+        """Queue one job fetching the worker's by-product proxies (building priority: paid from
+        the budget and admitted like building, after any request)."""
+        from .supervisor import BUILD
+
+        with self._lock:
+            if self._collecting is not None and not self._collecting.future.done():
+                return
+            job = Job(self.run_byproducts, session=self, priority=BUILD)
+            job.account, job.kind, job.work = self.account, "byproduct", BYPRODUCT_BATCH
+            job.governed = job.budgeted = True
+            self._collecting = job
+        self.worker.submit(job)
+
+    def run_byproducts(self, proc: Process) -> list[int]:
+        """Fetch (and have the worker encode) up to BYPRODUCT_BATCH by-product proxies; store
+        the valid ones. More waiting: another job follows."""
+        reply, blobs = proc.call({"op": "byproducts", "session": self.id,
+                                  "limit": BYPRODUCT_BATCH})
+        raise_for_error(reply, proc)
+        done = field(reply, "indices", list)
+        assert self.index is not None
+        n = self.index.frame_count
+        if (len(done) != len(blobs) or len(set(done)) != len(done) or len(done) > BYPRODUCT_BATCH
+                or not all(isinstance(i, int) and 0 <= i < n for i in done)
+                or not all(looks_like_jpeg(b) for b in blobs)):
+            raise ProtocolViolation("by-product reply does not match its request")
+        w, h = self.proxy_size()
+        self.store_proxies([(i, w, h, data) for i, data in zip(done, blobs, strict=True)])
+        if len(done) == BYPRODUCT_BATCH:
+            with self._lock:
+                self._collecting = None
+            self._collect_byproducts()
         return list(done)
 
     def store_proxies(self, entries: list[tuple[int, int, int, bytes]]) -> None:

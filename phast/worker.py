@@ -16,6 +16,14 @@ Requests (editor -> worker) and replies (worker -> editor)::
            (+ the slot's fd when new to this worker)      or {error, type, message[, needed]}
     frame  {session, job, index, format, dslot}           -> {ok, job, index, dslot, frame record
            (device backends: worker-owned device memory)      with a "device" part}
+    frame  ... byproducts: {width, height, quality,        -> ... byproducts: pictures waiting
+           first, count} + a bitmap of the frames from
+           `first` that lack a proxy (proxies as a by-product of decoding: proxywork.ByproductSink)
+    byproducts {session, limit}                           -> {ok, indices} + one JPEG each
+    image  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
+           + the stored proxy picture (JPEG)
+    proxies {session, indices, width, height, quality}    -> {ok, indices, failed} + JPEGs
+    prepare_images {}                                     -> {ok}
     close  {session}                                      -> {ok}
     exit   {}                                             -> (process exits)
 
@@ -69,6 +77,7 @@ class Worker:
         self._last: dict[int, int] = {}  # last frame index served, per session
         self._ahead: tuple[int, int, int] | None = None
         self._images: Any = None
+        self._sinks: dict[int, Any] = {}  # session -> ByproductSink
 
     def beat(self) -> None:
         now = time.monotonic()
@@ -149,11 +158,43 @@ class Worker:
             os.close(fds[0])
         return self.slots[key]
 
-    def _reply_frame(self, msg: dict[str, Any], decoded: Any) -> None:
+    def _reply_frame(self, msg: dict[str, Any], decoded: Any, sink: Any = None) -> None:
         record = asdict(decoded)
         record["planes"] = [[p["offset"], p["rows"], p["row_bytes"]] for p in record["planes"]]
-        self.reply({"ok": True, "job": msg["job"], "index": msg["index"], "slot": msg["slot"],
-                    "frame": record})
+        reply = {"ok": True, "job": msg["job"], "index": msg["index"], "slot": msg["slot"],
+                 "frame": record}
+        if sink is not None:
+            reply["byproducts"] = sink.pending
+        self.reply(reply)
+
+    def _byproducts(self, msg: dict[str, Any], blobs: list[bytes]) -> Any:
+        """The session's by-product sink, told which frames lack a proxy; None when the
+        request asks for none (the editor's budget) or the backend cannot give its frames."""
+        spec, session = msg.get("byproducts"), msg["session"]
+        backend = self.sessions[session]
+        sink = self._sinks.get(session)
+        if not spec or not blobs:
+            if sink is not None:
+                backend.set_frame_sink(None)
+                del self._sinks[session]
+            return None
+        from phast.proxywork import ByproductSink
+
+        size = (int(spec["width"]), int(spec["height"]), int(spec["quality"]))
+        if sink is None or sink.spec != size:
+            sink = ByproductSink(*size)
+            if not backend.set_frame_sink(sink):
+                return None
+            self._sinks[session] = sink
+        sink.want(int(spec["first"]), blobs[0], int(spec["count"]))
+        return sink
+
+    def op_byproducts(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Encode the session's waiting by-product pictures (up to ``limit``) as JPEGs."""
+        sink = self._sinks.get(msg["session"])
+        indices, pictures = ([], []) if sink is None else sink.take(int(msg["limit"]),
+                                                                    self.beat)
+        self.reply({"ok": True, "indices": indices}, pictures)
 
     def op_frame(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         session = msg["session"]
@@ -162,12 +203,13 @@ class Worker:
             self.reply({"ok": True, "job": msg["job"], "index": msg["index"],
                         "dslot": msg["dslot"], "frame": device_record(rec)})
         else:
+            sink = self._byproducts(msg, blobs)
             out = memoryview(self._slot(msg, fds))
             try:
                 decoded = self.sessions[session].decode(msg["index"], msg["format"], out)
             finally:
                 out.release()
-            self._reply_frame(msg, decoded)
+            self._reply_frame(msg, decoded, sink)
         i = msg["index"]
         if self._last.get(session) == i - 1:  # playing forward: read ahead
             self._ahead = (session, i + 1, i + 1 + READ_AHEAD)
@@ -268,6 +310,7 @@ class Worker:
 
     def op_close(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         backend = self.sessions.pop(msg["session"], None)
+        self._sinks.pop(msg["session"], None)
         for key in [k for k in self.slots if k[0] == msg["session"]]:
             self.slots.pop(key).close()
         if backend is not None:
