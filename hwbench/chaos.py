@@ -111,48 +111,73 @@ class Chaos(threading.Thread):
 
 
 class Verifier(threading.Thread):
-    """Hash EXACT frames off the request path; compare with a sequential decode afterwards.
+    """Check a sample of the pictures served, off the request path, against a sequential decode
+    afterwards: EXACT frames by hash (bit for bit), PROXY and NEAREST pictures by fingerprint
+    (:func:`hwbench.compare.is_frame`: the picture is frame ``shows``, not a neighbour).
 
-    :meth:`offer` never blocks: a frame arriving while ``depth`` frames wait is not sampled (a
+    :meth:`offer` never blocks: a picture arriving while ``depth`` wait is not sampled (a
     waiting frame keeps its shared-memory slot leased).
     """
 
     def __init__(self, depth: int = 2) -> None:
         super().__init__(name="hwbench-verify", daemon=True)
-        self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(depth)
+        self._queue: queue.Queue[tuple[int, np.ndarray, str, int] | None] = queue.Queue(depth)
         self.hashes: list[tuple[int, str]] = []
+        self.prints: list[tuple[int, str, int, np.ndarray]] = []  # index, quality, shows, print
         self.offered = 0
+        self.offered_pictures = 0
 
-    def offer(self, index: int, array: np.ndarray) -> None:
-        self.offered += 1
+    def offer(self, index: int, array: np.ndarray, quality: str = "exact",
+              shows: int | None = None) -> None:
+        if quality == "exact":
+            self.offered += 1
+        else:
+            self.offered_pictures += 1
         with contextlib.suppress(queue.Full):
-            self._queue.put_nowait((index, array))
+            self._queue.put_nowait((index, array, quality, index if shows is None else shows))
 
     def run(self) -> None:
+        from .compare import fingerprint
         from .fuzz import frame_hash
 
         while (item := self._queue.get()) is not None:
-            self.hashes.append((item[0], frame_hash(item[1])))
-            del item  # drop the array (and its lease) before waiting again
+            index, array, quality, shows = item
+            if quality == "exact":
+                self.hashes.append((index, frame_hash(array)))
+            else:
+                self.prints.append((index, quality, shows, fingerprint(array)))
+            del item, array  # drop the array (and its lease) before waiting again
 
     def finish(self, path: str) -> dict[str, Any]:
-        """Stop hashing; decode the reference frames of ``path``; count wrong EXACT frames."""
+        """Stop checking; decode the reference frames of ``path``; count wrong pictures."""
         self._queue.put(None)
         self.join()
+        from .compare import WINDOW, fingerprint, is_frame
         from .fuzz import _sequential_decode, frame_hash
 
-        wanted = {i for i, _ in self.hashes}
+        exact = {i for i, _ in self.hashes}
+        near = {j for _, _, shows, _ in self.prints
+                for j in range(shows - WINDOW, shows + WINDOW + 1)}
         reference: dict[int, str] = {}
-        if wanted:
+        refprints: dict[int, np.ndarray] = {}
+        if exact or near:
+            last = max(exact | near)
             for k, picture in enumerate(_sequential_decode(path)):
-                if k in wanted:
+                if k in exact:
                     reference[k] = frame_hash(picture)
-                if k >= max(wanted):
+                if k in near:
+                    refprints[k] = fingerprint(picture)
+                if k >= last:
                     break
         wrong = [(i, h) for i, h in self.hashes if reference.get(i) != h]
+        # a PROXY must show the frame asked for; any picture must show the frame it names
+        bad = [(i, q, shows) for i, q, shows, fp in self.prints
+               if (q == "proxy" and shows != i) or not is_frame(fp, shows, refprints)]
         return {"exact_served": self.offered, "exact_checked": len(self.hashes),
                 "wrong_exact": len(wrong),
-                "wrong_exact_indices": sorted({i for i, _ in wrong})[:20]}
+                "wrong_exact_indices": sorted({i for i, _ in wrong})[:20],
+                "pictures_served": self.offered_pictures, "pictures_checked": len(self.prints),
+                "wrong_pictures": len(bad), "wrong_picture_examples": bad[:20]}
 
 
 def _memfds() -> tuple[int, int]:
@@ -244,6 +269,8 @@ def format_line(c: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.get("kinds", {}).items())) or "none"
     return (f"chaos: {c.get('count', 0)} faults ({kinds}); EXACT checked "
             f"{c.get('exact_checked', 0)} of {c.get('exact_served', 0)}, wrong "
-            f"{c.get('wrong_exact', 0)}; leaked processes {len(c.get('leaked_processes', []))}, "
+            f"{c.get('wrong_exact', 0)}; PROXY/NEAREST pictures checked "
+            f"{c.get('pictures_checked', 0)} of {c.get('pictures_served', 0)}, wrong "
+            f"{c.get('wrong_pictures', 0)}; leaked processes {len(c.get('leaked_processes', []))}, "
             f"memfds {c.get('leaked_memfd_fds', 0)} open / {c.get('leaked_memfd_maps', 0)} "
             f"mapped, /dev/shm {len(c.get('leaked_shm', []))}")

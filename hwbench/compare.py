@@ -335,7 +335,7 @@ def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) 
     period = rep["period_ms"] / 1000
     sampled = [row for row in rep["request_log"] if row[0] % prints.every == 0]
     exact = exact_on_time = wrong = checked = 0
-    for k, i, scheduled, _issued, done, _lat, quality, _skipped in sampled:
+    for k, i, scheduled, _issued, done, _lat, quality, _skipped, *_shows in sampled:
         got = prints.by_request.get(k)
         if got is None:
             continue  # skipped, failed, or the deadline passed before any picture came back

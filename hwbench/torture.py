@@ -102,6 +102,7 @@ class Request:
     done: float | None = None
     latency: float | None = None  #: duration of the clip.frame call
     quality: str | None = None
+    shows: int | None = None  #: display index of the picture shown (None: none, a BLANK)
     error: str | None = None
     skipped: bool = False
 
@@ -129,7 +130,7 @@ class Governor(Protocol):
 
 
 class ExactOnly:
-    """Always EXACT: phast has no other tier yet."""
+    """Asks for EXACT: phast answers with the best tier it has at each deadline."""
 
     name = "exact-only"
 
@@ -155,9 +156,11 @@ class System(Protocol):
 
     def __len__(self) -> int: ...
 
-    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+    def fetch(self, i: int, deadline: float | None,
+              look: Look | None = None) -> str | tuple[str, int | None]:
         """Frame ``i`` (by ``deadline`` seconds when the system honours deadlines); returns
-        its quality ("exact", "proxy", "keyframe", "blank") and shows its pixels to ``look``."""
+        its quality ("exact", "proxy", "nearest", "blank"), or (quality, the display index
+        whose picture it shows: None for a blank), and shows its pixels to ``look``."""
         ...
 
     def proxy_progress(self) -> list[int] | None: ...
@@ -183,7 +186,7 @@ class TortureConfig:
     meter: str = "auto"  #: phast.power meter kind: auto, rapl, nvml or cpu
     baseline_s: float = 2.0  #: idle baseline before the clip opens; 0 = none
     budget: float | None = 0.10  #: share of TDP phast may use (its governor); None = ungoverned
-    cache_dir: str | None = None
+    cache_dir: str | None = None  #: phast's store; None: a fresh one, removed after the run
     threads: int = 0
     backend: str = "auto"  #: phast backend name (registry) or "auto"
     workers: int | None = None
@@ -314,8 +317,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                 try:
                     left = None if req_deadline is None else max(
                         MIN_DEADLINE, t0 + req.scheduled + req_deadline - start)
-                    req.quality = clip.fetch(req.index, left,
-                                             None if look is None else look(req))
+                    got = clip.fetch(req.index, left, None if look is None else look(req))
+                    req.quality, req.shows = got if isinstance(got, tuple) else (got, req.index)
                 except Exception as e:
                     req.error = f"{type(e).__name__}: {e}"
                 end = time.monotonic()
@@ -373,7 +376,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         with lock:
             drained = done_count >= issued
         report = _report(cfg, requests, period, t0, start_mark, end_mark, sampler.readings,
-                         meter, governor, budget, tdp_w, cores, baseline_w)
+                         meter, governor, budget, tdp_w, cores, baseline_w,
+                         float(getattr(clip, "frame_rate", 0.0)) or cfg.rate)
         if spent0 is not None and spent1 is not None:
             # what phast's governor charged the clip over the run, as a share of TDP
             report["phast_budget_share"] = (spent1 - spent0) / report["wall_s"] / tdp_w
@@ -387,6 +391,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                             "backend": getattr(clip, "backend", None)},
                       system=cfg.system, deadline_s=req_deadline,
                       proxy_progress=clip.proxy_progress(),
+                      store_at_start=getattr(clip, "store_at_start", None),
                       open_s=open_s, warmup_s=warmup_s, drained=drained,
                       logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
         if chaos is not None:
@@ -408,26 +413,39 @@ class _PhastSystem:
     """phast as an editor uses it: deadline requests (or blocking EXACT ones)."""
 
     def __init__(self, path: str, cfg: TortureConfig, pool: Any) -> None:
+        import tempfile
+
         import phast
 
-        self.clip = phast.open(path, cache_dir=cfg.cache_dir, pool=pool, proxies=cfg.proxies,
+        # A fresh store unless one is named: a run's tier mix must not depend on what earlier
+        # runs left behind (--cache-dir reuses one, e.g. a complete proxy copy).
+        self._fresh = None if cfg.cache_dir else tempfile.TemporaryDirectory(prefix="torture-")
+        cache_dir = cfg.cache_dir or self._fresh.name  # type: ignore[union-attr]
+        self.clip = phast.open(path, cache_dir=cache_dir, pool=pool, proxies=cfg.proxies,
                                backend=cfg.backend, backend_options={"threads": cfg.threads},
                                budget="off" if cfg.budget is None else cfg.budget)
         self.width, self.height = self.clip.info.width, self.clip.info.height
         self.backend = self.clip.backend
+        self.frame_rate = float(self.clip.info.average_rate or 0)
+        #: what the store held when the clip opened (before any building)
+        self.store_at_start = {"fresh": self._fresh is not None, "directory": cache_dir,
+                               "frames": len(self.clip),
+                               "proxies": self.clip.proxies_stored}
 
     def __len__(self) -> int:
         return len(self.clip)
 
     verifier: Any = None  #: set by a chaos run: samples EXACT frames
 
-    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+    def fetch(self, i: int, deadline: float | None,
+              look: Look | None = None) -> tuple[str, int | None]:
         with self.clip.frame(i, deadline=deadline) as f:
-            if self.verifier is not None and f.quality.name == "EXACT":
-                self.verifier.offer(i, f.array)
+            shows = None if f.shows < 0 else f.shows
+            if self.verifier is not None and shows is not None:
+                self.verifier.offer(i, f.array, str(f.quality), shows)
             if look is not None:
                 look(f.array)
-            return str(f.quality)
+            return str(f.quality), shows
 
     def proxy_progress(self) -> list[int] | None:
         p = self.clip.proxy_progress
@@ -435,6 +453,8 @@ class _PhastSystem:
 
     def close(self) -> None:
         self.clip.close()
+        if self._fresh is not None:
+            self._fresh.cleanup()
 
 
 class _PyAVSystem:
@@ -499,7 +519,7 @@ def _other_load(a: Mark, b: Mark) -> float:
 def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: float,
             r0: Mark, r1: Mark, samples: list[Mark], meter: Meter, governor: Governor,
             budget: float | None, tdp_w: float, cores: int,
-            baseline_w: float) -> dict[str, Any]:
+            baseline_w: float, frame_rate: float) -> dict[str, Any]:
     desc = meter.describe()
     wall = max(r1.t - t0, 1e-9)
     cpu = r1.tree_cpu_s - r0.tree_cpu_s
@@ -521,6 +541,8 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
             "quality": dict(Counter(r.quality for r in in_sec
                                     if r.done is not None and r.error is None)),
             "proxy_or_better": _proxy_or_better(in_sec),
+            "blank": sum(1 for r in in_sec if r.quality == "blank"),
+            "distance_s": _distance_stats(in_sec, frame_rate),
         }
         if s + 1 < len(marks):
             a, b = marks[s], marks[s + 1]
@@ -546,8 +568,17 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "quality_counts": dict(qualities),
         # share of *all scheduled* requests answered EXACT or PROXY (the picture asked for)
         "proxy_or_better": _proxy_or_better(requests),
+        # share of BLANK answers among the requests scheduled after the first 1 and 2 s
+        "blank_after": {f"{s}s": _share(r.quality == "blank" for r in requests
+                                        if r.scheduled >= s) for s in (1, 2)},
+        # how far the picture shown is from the one asked for: |shows - index| in frames, and
+        # in seconds at the clip's average frame rate (answers that showed a picture)
+        "distance_frames": _stats([abs(r.shows - r.index) for r in completed
+                                   if r.shows is not None]),
+        "distance_s": _distance_stats(requests, frame_rate),
+        "frame_rate": frame_rate,
         "tiers": (["exact"] if cfg.exact or cfg.system != "phast"
-                  else ["exact", "proxy", "keyframe", "blank"]),
+                  else ["exact", "proxy", "nearest", "blank"]),
         "governor": governor.name,
         "latency_ms": _ms_stats([r.latency for r in completed if r.latency is not None]),
         "response_ms": _ms_stats([r.done - r.scheduled for r in completed
@@ -567,9 +598,9 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "errors": sorted({r.error for r in requests if r.error})[:10],
         "series": series,
         # one row per scheduled request: k, index, scheduled/issued/done (s after t0),
-        # call latency (s), quality, skipped
+        # call latency (s), quality, skipped, shows
         "request_log": [[r.k, r.index, round(r.scheduled, 6), _r6(r.issued), _r6(r.done),
-                         _r6(r.latency), r.quality, r.skipped] for r in requests],
+                         _r6(r.latency), r.quality, r.skipped, r.shows] for r in requests],
     }
 
 
@@ -598,10 +629,15 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"p99 {ms(lat['p99'])}  max {ms(lat['max'])}",
         f"response ms (completion - schedule): p50 {ms(resp['p50'])}  p95 {ms(resp['p95'])}  "
         f"p99 {ms(resp['p99'])}",
+        *([_store_line(rep["store_at_start"])] if rep.get("store_at_start") else []),
         f"PROXY or better (the picture asked for, any size): "
         f"{100 * (rep.get('proxy_or_better') or 0):.1f}% of requests; "
         "quality mix: " + (", ".join(f"{k} {100 * v:.0f}%" for k, v in
                                      rep["quality_mix"].items()) or "-"),
+        f"BLANK after the first 1 s / 2 s: {_pct(rep['blank_after']['1s'])} / "
+        f"{_pct(rep['blank_after']['2s'])}; distance of the picture shown from the one asked "
+        f"for: p50 {_sec(rep['distance_s']['p50'])}, p95 {_sec(rep['distance_s']['p95'])}, "
+        f"max {_sec(rep['distance_s']['max'])}",
         *([_chaos.format_line(rep["chaos"])] if "chaos" in rep else []),
         *([f"past the deadline, ms (completion - schedule - deadline; negative = early): "
            f"p50 {ms(rep['slack_ms']['p50'])}  p95 {ms(rep['slack_ms']['p95'])}  "
@@ -620,7 +656,7 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"other processes on this machine (measured): {_cores(rep.get('other_load_cores'))} "
         f"cores on average",
         f"{'t (s)':>8}{'requests':>10}{'on time':>9}{'skipped':>9}{'cpu s':>8}{'W':>8}"
-        f"{'other cores':>13}  tier mix (exact/proxy/keyframe/blank %)",
+        f"{'other cores':>13}{'dist p50/p95 s':>16}  tier mix (exact/proxy/nearest/blank %)",
     ]
     series = rep["series"]
     for i in range(0, len(series), step):
@@ -637,8 +673,26 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
                      f"{'-' if cpu is None else f'{cpu:.2f}':>8}"
                      f"{'-' if est is None else f'{est:.2f}':>8}"
                      f"{_cores(_mean([r.get('other_load_cores') for r in chunk])):>13}"
+                     f"{_window_distance(rep, chunk):>16}"
                      f"  {_mix(chunk)}")
     return "\n".join(lines)
+
+
+def _share(flags: Any) -> float | None:
+    values = list(flags)
+    return sum(values) / len(values) if values else None
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95),
+            "mean": sum(values) / len(values) if values else None,
+            "max": max(values) if values else None, "count": len(values)}
+
+
+def _distance_stats(requests: list[Request], frame_rate: float) -> dict[str, float | None]:
+    """|shows - index| in seconds of the answers that showed a picture."""
+    return _stats([abs(r.shows - r.index) / frame_rate for r in requests
+                   if r.done is not None and r.error is None and r.shows is not None])
 
 
 def _proxy_or_better(requests: list[Request]) -> float | None:
@@ -646,6 +700,20 @@ def _proxy_or_better(requests: list[Request]) -> float | None:
         return None
     good = sum(1 for r in requests if r.error is None and r.quality in ("exact", "proxy"))
     return good / len(requests)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _sec(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _store_line(store: dict[str, Any]) -> str:
+    kind = "a fresh store" if store["fresh"] else f"store {store['directory']}"
+    return (f"store at start: {kind}, {store['proxies']} of {store['frames']} frames with a "
+            "proxy")
 
 
 def _budget(rep: dict[str, Any]) -> str:
@@ -660,8 +728,19 @@ def _mix(chunk: list[dict[str, Any]]) -> str:
     total = sum(counts.values())
     if not total:
         return "-"
-    return "/".join(f"{100 * counts[q] / total:.0f}" for q in ("exact", "proxy", "keyframe",
+    return "/".join(f"{100 * counts[q] / total:.0f}" for q in ("exact", "proxy", "nearest",
                                                              "blank"))
+
+
+def _window_distance(rep: dict[str, Any], chunk: list[dict[str, Any]]) -> str:
+    """p50/p95 distance of a window, from the request log (the series keeps per-second ones)."""
+    lo, hi = chunk[0]["t"], chunk[-1]["t"] + 1
+    rate = rep.get("frame_rate") or rep["rate_hz"]
+    d = [abs(row[8] - row[1]) / rate for row in rep.get("request_log", [])
+         if lo <= row[2] < hi and len(row) > 8 and row[8] is not None]
+    if not d:
+        return "-"
+    return f"{percentile(d, 50):.2f}/{percentile(d, 95):.2f}"
 
 
 def _mean(values: list[float | None]) -> float | None:

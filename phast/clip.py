@@ -309,6 +309,12 @@ class Clip:
         return builder.done, builder.failed
 
     @property
+    def proxies_stored(self) -> int:
+        """How many of the clip's frames have a proxy in the store, as far as this process
+        knows (the store's map when the clip opened, and what it stored since)."""
+        return int(self._live().proxies_known().sum())
+
+    @property
     def proxy_progress(self) -> tuple[int, int] | None:
         """(done, planned) of the background proxy build; None when none was started."""
         b = self._builder
