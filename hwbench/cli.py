@@ -14,6 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: ``hwbench compare``'s peers when --peers is not given (hwbench.compare.DEFAULT_PEERS; kept
+#: here as text so that --help imports no numpy)
+DEFAULT_PEERS = "phast,pyav-player,opencv-player,torchcodec"
+
 
 def _size(text: str) -> tuple[int, int]:
     from .democlip import parse_size  # numpy only, no av
@@ -68,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     a = sub.add_parser("access", parents=[common], help="random/scrub/sequential access: phast "
-                       "vs in-process PyAV seek+decode, with memory, CPU and pixel checks")
+                       "vs in-process PyAV (a player: decode forward within 64 frames, a small "
+                       "cache), with memory, CPU and pixel checks")
     a.add_argument("files", nargs="*", metavar="FILE", help="clips (default: demo clips)")
     a.add_argument("--clips", default="1080p,720p",
                    help="demo clip kinds when no FILE is given (default 1080p,720p)")
@@ -76,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--random", type=_positive_int, default=100, help="random requests")
     a.add_argument("--scrub", type=_positive_int, default=200, help="scrub requests")
     a.add_argument("--sequential", type=_positive_int, default=300, help="sequential frames")
+    a.add_argument("--baselines", default="pyav-player",
+                   help="comma-separated PyAV peers run next to phast: pyav-player (default; "
+                   "decode forward within 64 frames, 24-frame cache) and/or pyav-naive (a seek "
+                   "to the keyframe on every request)")
     a.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     a.add_argument("--memory-clips", type=int, default=4, help="clips open in the memory probe")
     a.add_argument("--memory-touch", type=_positive_int, default=5,
@@ -111,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blocking EXACT requests, no deadline (phast's tiers off)")
     t.add_argument("--no-proxies", action="store_true",
                    help="no background proxy building during the run")
-    t.add_argument("--compare-pyav", action="store_true",
-                   help="then run in-process PyAV seek-and-decode on the same schedule")
+    t.add_argument("--compare-pyav", nargs="?", const="player", default=None,
+                   choices=["player", "naive"],
+                   help="then run in-process PyAV on the same schedule: the player (decode "
+                   "forward within 64 frames, a small cache; the default) or the naive peer "
+                   "(a seek on every request)")
     t.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     t.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
     t.add_argument("--chaos", type=float, default=0.0, metavar="N",
@@ -142,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rate", type=float, default=30.0, help="requests per second (default 30)")
     c.add_argument("--duration", type=float, default=60.0, help="seconds per peer (default 60)")
     c.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
-    c.add_argument("--peers", default="phast,pyav,opencv,torchcodec",
-                   help="comma-separated, run in this order (default phast,pyav,opencv,"
-                   "torchcodec); peers not installed are skipped")
+    c.add_argument("--peers", default=DEFAULT_PEERS,
+                   help=f"comma-separated, run in this order (default {DEFAULT_PEERS}; also "
+                   "pyav-naive and opencv-naive, which seek on every request); peers not "
+                   "installed are skipped")
     c.add_argument("--tdp", type=float, default=None, help="as for torture")
     c.add_argument("--budget", type=_budget_arg, default=0.10, help="as for torture")
     c.add_argument("--deadline", type=float, default=None,
@@ -191,6 +204,14 @@ def _cmd_access(args: argparse.Namespace) -> int:
     from . import access
     from .democlip import demo_clip
 
+    if args.cache_dir:
+        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    cfg = access.AccessConfig(
+        seed=args.seed, random=args.random, scrub=args.scrub, sequential=args.sequential,
+        baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
+        cache_dir=args.cache_dir, workers=args.workers, threads=args.threads,
+        memory=not args.no_memory, memory_clips=max(1, args.memory_clips),
+        memory_touch=args.memory_touch, progress=not args.quiet)
     files = list(args.files)
     if not files:
         kinds = [k.strip() for k in args.clips.split(",") if k.strip()]
@@ -200,13 +221,6 @@ def _cmd_access(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             print(f"hwbench access: no such file: {f}", file=sys.stderr)
             return 2
-    if args.cache_dir:
-        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
-    cfg = access.AccessConfig(
-        seed=args.seed, random=args.random, scrub=args.scrub, sequential=args.sequential,
-        cache_dir=args.cache_dir, workers=args.workers, threads=args.threads,
-        memory=not args.no_memory, memory_clips=max(1, args.memory_clips),
-        memory_touch=args.memory_touch, progress=not args.quiet)
     result = access.run(files, cfg)
     print(access.format_table(result))
     if args.json:
@@ -235,10 +249,11 @@ def _cmd_torture(args: argparse.Namespace) -> int:
     if args.compare_pyav:
         import dataclasses
 
-        peer = torture.run_torture(path, dataclasses.replace(cfg, system="pyav"))
+        name = f"pyav-{args.compare_pyav}"
+        peer = torture.run_torture(path, dataclasses.replace(cfg, system=name))
         print()
         print(torture.format_report(peer))
-        report["peers"] = {"pyav": {k: v for k, v in peer.items() if k != "request_log"}}
+        report["peers"] = {name: {k: v for k, v in peer.items() if k != "request_log"}}
     if args.json:
         torture.write_json(report, args.json)
     return 0
@@ -285,8 +300,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in compare.PEERS]
     if unknown or not peers:
-        print(f"hwbench compare: unknown peer(s) {', '.join(unknown) or '(none given)'}; "
-              f"known: {', '.join(compare.PEERS)}", file=sys.stderr)
+        renamed = "".join(f"; {p} is now {compare.RENAMED[p]}" for p in unknown
+                          if p in compare.RENAMED)
+        print(f"hwbench compare: unknown peer(s) {', '.join(unknown) or '(none given)'}"
+              f"{renamed}; known: {', '.join(compare.PEERS)}", file=sys.stderr)
         return 2
     cfg = torture.TortureConfig(
         rate=args.rate, duration=args.duration, pattern=args.pattern, seed=args.seed,

@@ -6,12 +6,15 @@ What a run does (see :func:`run_compare`):
 * Each peer runs ``hwbench torture``'s scheduling loop (:func:`hwbench.torture.run_torture`)
   with the same :class:`~hwbench.torture.TortureConfig` -- pattern, seed, rate, deadline,
   duration -- and the same meter, so the request sequence and every figure's meaning are the
-  same. Peers: ``phast`` (deadline requests, as ``torture``), ``pyav`` (in-process seek to the
-  keyframe + decode forward, :class:`~hwbench.baseline.PyAVBaseline`), ``opencv``
-  (``VideoCapture``, ``CAP_PROP_POS_FRAMES`` seek + ``read`` on every request) and
-  ``torchcodec`` (``VideoDecoder(seek_mode="exact")``, ``get_frame_at``). A peer whose library
-  is not installed is skipped with the reason. Only phast honours deadlines; the peers always
-  decode the exact frame they believe is the requested one.
+  same. Peers (:data:`PEER_LABELS`): ``phast`` (deadline requests, as ``torture``); the
+  in-process players, which decode forward when the target is ahead of the last decoded frame
+  by fewer than 64 frames and keep a small cache (:mod:`hwbench.player`): ``pyav-player``
+  (:class:`~hwbench.baseline.PyAVPlayer`, the baseline) and ``opencv-player``
+  (:class:`OpenCVPlayer`, ``grab`` forward); their naive forms, which seek on every request,
+  even for ``i + 1``: ``pyav-naive`` and ``opencv-naive`` (``CAP_PROP_POS_FRAMES`` + ``read``);
+  and ``torchcodec`` (``VideoDecoder(seek_mode="exact")``, ``get_frame_at``). A peer whose
+  library is not installed is skipped with the reason. Only phast honours deadlines; the peers
+  always decode the exact frame they believe is the requested one.
 * **Verification.** A frame counts as exact only if it *is* the requested frame. During the
   run every verified request's pixels get a fingerprint: the luma means of a 32 x 18 grid of
   blocks, computed from a strided subsample (~8 x 8 samples per block; about 0.5 ms for a
@@ -47,12 +50,29 @@ from typing import Any
 import numpy as np
 
 from . import torture
-from .torture import Look, Meter, Request, System, TortureConfig
+from .player import CACHE_FRAMES, REACH, BaselineMiss, ForwardPlayer
+from .torture import Look, Meter, PlayerSystem, Request, System, TortureConfig
 
-PEERS = ("phast", "pyav", "opencv", "torchcodec")
+#: What each peer is, as tables and the JSON (``peers[name]["label"]``) describe it.
+PEER_LABELS = {
+    "phast": "deadline requests, quality tiers (EXACT, PROXY, KEYFRAME, BLANK)",
+    "pyav-player": f"PyAV as a player: decode forward within {REACH} frames, "
+                   f"{CACHE_FRAMES}-frame cache",
+    "pyav-naive": "PyAV, naive: a seek to the keyframe on every request",
+    "opencv-player": f"OpenCV as a player: grab forward within {REACH} frames, "
+                     f"{CACHE_FRAMES}-frame cache",
+    "opencv-naive": "OpenCV, naive: a CAP_PROP_POS_FRAMES seek on every request",
+    "torchcodec": "VideoDecoder(seek_mode='exact').get_frame_at on every request",
+}
+PEERS = tuple(PEER_LABELS)
+#: Peers run when none are named: phast against the fair (player-style) baselines.
+DEFAULT_PEERS = ("phast", "pyav-player", "opencv-player", "torchcodec")
+#: Names used before the players existed (both meant the naive peer).
+RENAMED = {"pyav": "pyav-player or pyav-naive", "opencv": "opencv-player or opencv-naive"}
 GRID = (18, 32)  #: fingerprint blocks (rows, columns)
 WINDOW = 2  #: reference neighbours compared on each side of the requested frame
 TOLERANCE = 1.0  #: mean |luma difference| (code values) still counted as the same frame
+NAME_W = 15  #: width of the peer column in the printed table
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -135,22 +155,27 @@ def reference_prints(path: str, wanted: set[int]) -> tuple[dict[int, np.ndarray]
 
 # -- peers ------------------------------------------------------------------------------------
 
-class OpenCVSystem:
-    """OpenCV ``VideoCapture``: ``CAP_PROP_POS_FRAMES`` seek, then ``read``, every request.
+class OpenCVPlayer(ForwardPlayer[None]):
+    """OpenCV ``VideoCapture`` under a :class:`~hwbench.player.ForwardPlayer` policy.
 
-    OpenCV maps the frame number to a time with the container's frame rate, so on a
-    variable-frame-rate file it can return another frame: verification catches that.
+    A seek is ``CAP_PROP_POS_FRAMES`` (OpenCV decodes from the keyframe before it up to the
+    frame); a step is ``grab()``; only the requested frame is converted (``retrieve()``: BGR,
+    shown as RGB). ``opencv-player`` grabs forward when the target is ahead within
+    :data:`~hwbench.player.REACH` frames and caches delivered frames; ``opencv-naive`` seeks on
+    every request. OpenCV maps the frame number to a time with the container's frame rate, so
+    on a variable-frame-rate file it can return another frame: verification catches that.
     """
 
-    def __init__(self, path: str, cfg: TortureConfig, pool: Any, frames: int) -> None:
+    def __init__(self, path: str, frames: int, *, threads: int = 0, player: bool = True) -> None:
         import cv2
 
+        super().__init__(reach=REACH if player else 0, cache_frames=CACHE_FRAMES if player else 0)
         self._cv2 = cv2
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
             raise ValueError(f"OpenCV cannot open {path}")
-        if cfg.threads:
-            self.cap.set(cv2.CAP_PROP_N_THREADS, cfg.threads)
+        if threads:
+            self.cap.set(cv2.CAP_PROP_N_THREADS, threads)
         self.frames = frames
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -158,19 +183,24 @@ class OpenCVSystem:
     def __len__(self) -> int:
         return self.frames
 
-    def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
+    def _seek(self, i: int) -> int | None:
         self.cap.set(self._cv2.CAP_PROP_POS_FRAMES, i)
-        ok, bgr = self.cap.read()
-        if not ok:
-            raise RuntimeError(f"OpenCV read no frame at {i}")
-        if look is not None:
-            look(bgr[:, :, ::-1])
-        return "exact"
+        return i - 1  # OpenCV's word: the next grab is frame i
 
-    def proxy_progress(self) -> None:
-        return None
+    def _step(self) -> tuple[int, None]:
+        index = 0 if self._pos is None else self._pos + 1
+        if not self.cap.grab():
+            raise BaselineMiss(f"OpenCV grabbed no frame at {index}")
+        return index, None
+
+    def _convert(self, raw: None) -> np.ndarray:
+        ok, bgr = self.cap.retrieve()
+        if not ok:
+            raise BaselineMiss("OpenCV retrieved no picture")
+        return np.asarray(bgr)[:, :, ::-1]
 
     def close(self) -> None:
+        self._cache.clear()
         self.cap.release()
 
 
@@ -206,27 +236,34 @@ def _version(module: str) -> str:
     return str(getattr(mod, "__version__", "?"))
 
 
+def unknown_peer(name: str) -> str:
+    """Why ``name`` is not a peer, and what it might have meant."""
+    hint = f"; now {RENAMED[name]}" if name in RENAMED else ""
+    return f"unknown peer{hint} (known: {', '.join(PEERS)})"
+
+
 def peer_status(name: str) -> tuple[str | None, str]:
     """(version, "") when ``name`` can run here, else (None, why not)."""
-    module = {"phast": "phast", "pyav": "av", "opencv": "cv2", "torchcodec": "torchcodec"}
-    if name not in module:
-        return None, f"unknown peer (known: {', '.join(PEERS)})"
+    if name not in PEERS:
+        return None, unknown_peer(name)
+    module = {"phast": "phast", "pyav": "av", "opencv": "cv2",
+              "torchcodec": "torchcodec"}[name.split("-")[0]]
     try:
         if name == "torchcodec":
             from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads FFmpeg libraries)
-        return _version(module[name]), ""
+        return _version(module), ""
     except Exception as e:  # ImportError, or OSError/RuntimeError for missing FFmpeg libraries
         hint = {"opencv": "pip install 'phast[bench]'",
                 "torchcodec": "pip install 'phast[bench-torch]' and apt-get install ffmpeg"}
-        return None, f"not installed ({type(e).__name__}: {e}); {hint.get(name, '')}".rstrip(
-            "; ")
+        return None, (f"not installed ({type(e).__name__}: {e}); "
+                      f"{hint.get(name.split('-')[0], '')}").rstrip("; ")
 
 
 def demux_frame_count(path: str) -> int:
     """Timestamped video packets of the first video stream (one per frame)."""
-    from .baseline import PyAVBaseline
+    from .baseline import naive_pyav
 
-    with PyAVBaseline(path) as base:
+    with naive_pyav(path) as base:
         return len(base)
 
 
@@ -237,14 +274,19 @@ PeerOpener = Callable[[str, TortureConfig, Any, int], System]
 
 
 def _opener(name: str, frames: int, extra: dict[str, PeerOpener]) -> torture.Opener | None:
+    factory: PeerOpener
     if name in extra:
         factory = extra[name]
-    elif name == "opencv":
-        factory = OpenCVSystem
+    elif name in ("opencv-player", "opencv-naive"):
+        def open_cv(path: str, cfg: TortureConfig, pool: Any, frames: int) -> System:
+            return PlayerSystem(OpenCVPlayer(path, frames, threads=cfg.threads,
+                                             player=name == "opencv-player"))
+
+        factory = open_cv
     elif name == "torchcodec":
         factory = TorchCodecSystem
     else:
-        return None  # phast and pyav: torture's own systems
+        return None  # phast and the PyAV peers: torture's own systems
 
     def open_(path: str, cfg: TortureConfig, pool: Any) -> System:
         return factory(path, cfg, pool, frames)
@@ -288,6 +330,7 @@ def run_compare(path: str, cfg: TortureConfig, peers: list[str], *,
             del prints[name]
             continue
         rep["peer_version"] = version
+        rep["peer_label"] = PEER_LABELS.get(name, "test peer" if name in extra else name)
         runs[name] = rep
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -349,7 +392,8 @@ def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) 
                 wrong += 1
     n = max(len(sampled), 1)
     return {
-        "version": rep.get("peer_version"),
+        "version": rep.get("peer_version"), "label": rep.get("peer_label"),
+        "player": rep.get("player"),  # an in-process player's seeks, steps and cache hits
         "requests": rep["requests"], "completed": rep["completed"], "skipped": rep["skipped"],
         "failed": rep["failed"], "on_time": rep["on_time"],
         "verified_requests": len(sampled), "pictures_checked": checked,
@@ -378,20 +422,22 @@ def format_table(rep: dict[str, Any]) -> str:
         f"pattern {rep['pattern']}, {rep['rate_hz']:g} Hz for {rep['duration_s']:g} s "
         f"(period {rep['period_ms']:.1f} ms), seed {rep['config']['seed']}"
         + ("" if rep["same_schedule"] else "  WARNING: peers saw different schedules"),
-        f"{'peer':<12}{'on time':>9}{'exact':>9}{'exact+ot':>10}{'wrong':>7}"
+        f"{'peer':<{NAME_W}}{'on time':>9}{'exact':>9}{'exact+ot':>10}{'wrong':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'cpu':>8}{'budget':>8}{'other':>7}",
     ]
     for name, r in rep["peers"].items():
         lat = r["latency_ms"]
         lines.append(
-            f"{name:<12}{pct(r['on_time']):>9}{pct(r['exact_share']):>9}"
+            f"{name:<{NAME_W}}{pct(r['on_time']):>9}{pct(r['exact_share']):>9}"
             f"{pct(r['exact_on_time']):>10}{r['wrong_frames']:>7}{ms(lat['p50']):>8}"
             f"{ms(lat['p95']):>8}{ms(lat['p99']):>8}{pct(r['cpu_share']):>8}"
             f"{pct(r['budget_share']):>8}{torture._cores(r['other_load_cores']):>7}")
     for name, why in rep["skipped"].items():
-        lines.append(f"{name:<12}skipped: {why}")
+        lines.append(f"{name:<{NAME_W}}skipped: {why}")
     if not rep["peers"]:
         return "\n".join(lines)
+    lines += [f"  {name}: {r['label'] or name}" + _player_note(r)
+              for name, r in rep["peers"].items()]
     lines += [
         "exact: the requested frame at full quality, checked against a sequential reference "
         f"decode ({ver['frames_fingerprinted']} frames fingerprinted in "
@@ -402,6 +448,13 @@ def format_table(rep: dict[str, Any]) -> str:
         f"under its governor with budget {torture._budget(rep)}",
     ]
     return "\n".join(lines)
+
+
+def _player_note(row: dict[str, Any]) -> str:
+    p = row.get("player")
+    if not p:
+        return ""
+    return f" ({p['seeks']} seeks, {p['stepped']} frames stepped, {p['hits']} cache hits)"
 
 
 def write_json(rep: dict[str, Any], path: str) -> None:

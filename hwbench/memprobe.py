@@ -4,8 +4,9 @@
 interpreter is used so that the editor's RSS delta is not blurred by what an earlier benchmark
 phase allocated and freed (glibc rarely returns freed heap to the OS).
 
-Options: ``system`` ("phast" or "pyav"), ``path``, ``clips`` (N), ``touch`` (random requests
-made on each clip after opening, so decoders and caches hold what they hold in use), ``seed``,
+Options: ``system`` ("phast" or a PyAV peer of :data:`hwbench.baseline.PEERS`), ``path``,
+``clips`` (N), ``touch`` (random requests made on each clip after opening, so decoders and
+caches hold what they hold in use), ``seed``,
 ``cache_dir`` (phast index store, normally already holding the index), ``threads``,
 ``workers`` (phast pool size; None = phast's default).
 
@@ -53,11 +54,11 @@ def probe(opts: dict[str, Any]) -> dict[str, Any]:
         def request(clip: Any, i: int) -> None:
             with clip.frame(i):
                 pass
-    elif system == "pyav":
-        from .baseline import PyAVBaseline
+    elif system.startswith("pyav-"):
+        from .baseline import open_peer
 
         def open_one() -> Any:
-            return PyAVBaseline(path, threads=int(opts.get("threads", 0)))
+            return open_peer(system, path, threads=int(opts.get("threads", 0)))
 
         def request(clip: Any, i: int) -> None:
             clip.frame(i)

@@ -68,6 +68,7 @@ from phast.power import (
 
 from . import chaos as _chaos
 from . import patterns, procstats
+from .player import ForwardPlayer
 from .procstats import percentile, system_busy_seconds
 
 
@@ -195,7 +196,9 @@ class TortureConfig:
     deadline: float | None = None  #: seconds; None = one period
     exact: bool = False  #: blocking EXACT requests, no deadline
     proxies: bool = True  #: phast builds proxies in the background (as editors run it)
-    system: str = "phast"  #: "phast", or "pyav": in-process seek-and-decode on the same schedule
+    #: "phast", or an in-process PyAV peer on the same schedule (:data:`hwbench.baseline.PEERS`:
+    #: "pyav-player", the player-style baseline, or "pyav-naive", a seek on every request)
+    system: str = "phast"
     progress: bool = True
     progress_every: float = 5.0
     chaos: float = 0.0  #: worker faults a minute (SIGKILL/SIGSTOP, :mod:`hwbench.chaos`)
@@ -242,7 +245,8 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
                 look: Callable[[Request], Look | None] | None = None) -> dict[str, Any]:
     """Run the fixed-rate schedule against ``path``; returns a JSON-ready report.
 
-    ``opener`` opens the system under test (default: by ``cfg.system``, "phast" or "pyav");
+    ``opener`` opens the system under test (default: by ``cfg.system``, "phast" or a PyAV peer
+    of :data:`hwbench.baseline.PEERS`);
     ``look(request)`` may return a :data:`Look` that sees that request's pixels.
     ``meter``: default ``phast.power.open_meter(cfg.meter)`` (opened and closed here).
     """
@@ -394,6 +398,8 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                       store_at_start=getattr(clip, "store_at_start", None),
                       open_s=open_s, warmup_s=warmup_s, drained=drained,
                       logical_cores=cores, cores_source=cores_source, host=procstats.host_info())
+        if isinstance(clip, PlayerSystem):
+            report["player"] = clip.stats()  # an in-process peer: its seeks, steps, cache hits
         if chaos is not None:
             report["chaos"] = chaos.result  # completed by chaos.after_close() below
         return report
@@ -457,22 +463,19 @@ class _PhastSystem:
             self._fresh.cleanup()
 
 
-class _PyAVSystem:
-    """What users would otherwise write: in-process seek + decode forward (always EXACT)."""
+class PlayerSystem:
+    """An in-process peer (a :class:`~hwbench.player.ForwardPlayer`) as a system: always
+    EXACT (or an error), no deadlines, no proxies."""
 
-    def __init__(self, path: str, cfg: TortureConfig, pool: Any) -> None:
-        from .baseline import PyAVBaseline
-
-        self.base = PyAVBaseline(path, threads=cfg.threads)
-        self.width = self.height = 0
-        first = self.base.frame(0)
-        self.height, self.width = first.shape[:2]
+    def __init__(self, player: ForwardPlayer[Any]) -> None:
+        self.player = player
+        self.width, self.height = player.width, player.height
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.player)
 
     def fetch(self, i: int, deadline: float | None, look: Look | None = None) -> str:
-        pixels = self.base.frame(i)
+        pixels = self.player.frame(i)
         if look is not None:
             look(pixels)
         return "exact"
@@ -480,8 +483,11 @@ class _PyAVSystem:
     def proxy_progress(self) -> None:
         return None
 
+    def stats(self) -> dict[str, int]:
+        return self.player.stats()
+
     def close(self) -> None:
-        self.base.close()
+        self.player.close()
 
 
 def _spent_j(system: Any) -> float | None:
@@ -495,8 +501,10 @@ def _spent_j(system: Any) -> float | None:
 def _open_system(path: str, cfg: TortureConfig, pool: Any) -> System:
     if cfg.system == "phast":
         return _PhastSystem(path, cfg, pool)
-    if cfg.system == "pyav":
-        return _PyAVSystem(path, cfg, pool)
+    from .baseline import PEERS, open_peer
+
+    if cfg.system in PEERS:
+        return PlayerSystem(open_peer(cfg.system, path, threads=cfg.threads))
     raise ValueError(f"unknown system {cfg.system!r}")
 
 
@@ -639,6 +647,9 @@ def format_report(rep: dict[str, Any], step: int = 5) -> str:
         f"for: p50 {_sec(rep['distance_s']['p50'])}, p95 {_sec(rep['distance_s']['p95'])}, "
         f"max {_sec(rep['distance_s']['max'])}",
         *([_chaos.format_line(rep["chaos"])] if "chaos" in rep else []),
+        *([f"player: {rep['player']['seeks']} seeks, {rep['player']['stepped']} frames stepped, "
+           f"{rep['player']['hits']} cache hits (reach {rep['player']['reach']}, cache "
+           f"{rep['player']['cache_frames']} frames)"] if rep.get("player") else []),
         *([f"past the deadline, ms (completion - schedule - deadline; negative = early): "
            f"p50 {ms(rep['slack_ms']['p50'])}  p95 {ms(rep['slack_ms']['p95'])}  "
            f"p99 {ms(rep['slack_ms']['p99'])}  max {ms(rep['slack_ms']['max'])}"]

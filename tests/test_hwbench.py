@@ -39,9 +39,11 @@ def test_access_writes_json_with_identical_pixels(tiny_clip: Path, tmp_path: Pat
     out = tmp_path / "access.json"
     rc = main(["access", str(tiny_clip), "--random", "5", "--scrub", "10", "--sequential", "20",
                "--json", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
-               "--memory-clips", "2", "--memory-touch", "1"])
+               "--memory-clips", "2", "--memory-touch", "1",
+               "--baselines", "pyav-player,pyav-naive"])
     assert rc == 0
-    assert "phast/base" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "phast/player" in table and "phast/naive" in table
     data = json.loads(out.read_text())
     assert data["host"]["logical_cores"] >= 1
     (clip,) = data["clips"]
@@ -49,27 +51,45 @@ def test_access_writes_json_with_identical_pixels(tiny_clip: Path, tmp_path: Pat
     assert clip["info"]["keyframes"] == FRAMES // GOP
     assert clip["index"]["phast_first_open_s"] > 0
     assert clip["index"]["phast_reopen_s"] > 0
-    for side in ("phast", "baseline"):
+    assert list(clip["baselines"]) == ["pyav-player", "pyav-naive"]
+    sides = {"phast": clip["phast"], **clip["baselines"]}
+    for side, results in sides.items():
         for phase, n in (("random", 5), ("scrub", 10), ("sequential", 20)):
-            res = clip[side][phase]
+            res = results[phase]
             assert res["requests"] == n
-            assert res["completed"] == n, res["failure_detail"]
+            assert res["completed"] == n, (side, res["failure_detail"])
             assert res["p50_ms"] > 0 and res["p95_ms"] >= res["p50_ms"]
             assert res["cpu_s"] >= 0 and res["fps"] > 0
+    # the player plays by decoding forward; the naive peer would seek per frame: a plain decode
+    assert clip["baselines"]["pyav-player"]["sequential"]["method"] == "frame(i)"
+    assert clip["baselines"]["pyav-naive"]["sequential"]["method"] == "container.decode"
+    # the naive peer seeks for every random and scrub request, the player for far fewer
+    players = clip["players"]
+    assert players["pyav-naive"]["seeks"] >= 5 + 10
+    assert players["pyav-player"]["seeks"] < players["pyav-naive"]["seeks"]
     cor = clip["correctness"]
-    # all random + scrub requests, every 10th sequential frame, and frame 0 after the reopen
-    assert cor["compared"] == 5 + 10 + 2 + 1
+    # per baseline: all random + scrub requests, every 10th sequential frame, and frame 0
+    assert cor["compared"] == 2 * (5 + 10 + 2 + 1)
     assert cor["mismatch_count"] == 0, cor["mismatches"]
-    assert cor["phast_failures"] == cor["baseline_failures"] == 0
+    assert cor["phast_failures"] == 0
+    assert cor["baseline_failures"] == {"pyav-player": 0, "pyav-naive": 0}
+    assert cor["baseline_sequential_errors"] == {"pyav-naive": 0}
     assert not cor["problems"]
-    for system in ("phast", "pyav"):
+    for system in ("phast", "pyav-player", "pyav-naive"):
         mem = clip["memory"][system]
         assert "error" not in mem, mem
         assert [s["clips"] for s in mem["steps"]] == [1, 2]
     assert clip["memory"]["phast"]["steps"][0]["worker_count"] >= 1
-    assert set(clip["ratios"]) >= {"random_p50_ms", "scrub_p95_ms", "sequential_fps"}
+    for name in ("pyav-player", "pyav-naive"):
+        assert set(clip["ratios"][name]) >= {"random_p50_ms", "scrub_p95_ms", "sequential_fps"}
     # the run's temporary index store is removed afterwards
     assert not list((tmp_path / "cache").iterdir())
+
+
+def test_access_rejects_unknown_baselines(tiny_clip: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["access", str(tiny_clip), "--baselines", "pyav", "--quiet"]) == 2
+    assert "unknown baseline(s) pyav" in capsys.readouterr().err
 
 
 def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
