@@ -70,6 +70,7 @@ DEFAULT_PEERS = ("phast", "pyav-player", "opencv-player", "torchcodec")
 #: Names used before the players existed (both meant the naive peer).
 RENAMED = {"pyav": "pyav-player or pyav-naive", "opencv": "opencv-player or opencv-naive"}
 GRID = (18, 32)  #: fingerprint blocks (rows, columns)
+SAMPLES = 8  #: points sampled per block side
 WINDOW = 2  #: reference neighbours compared on each side of the requested frame
 TOLERANCE = 1.0  #: mean |luma difference| (code values) still counted as the same frame
 NAME_W = 15  #: width of the peer column in the printed table
@@ -86,11 +87,13 @@ def fingerprint(pixels: Any) -> np.ndarray:
     h, w = a.shape[:2]
     if h < gh or w < gw or a.ndim != 3 or a.shape[2] < 3:
         raise ValueError(f"cannot fingerprint a picture of shape {a.shape}")
-    step = max(1, min(h // (gh * 8), w // (gw * 8)))
-    sub = a[::step, ::step, :3]
-    bh, bw = sub.shape[0] // gh, sub.shape[1] // gw
-    luma = sub[:bh * gh, :bw * gw].astype(np.float32) @ _LUMA
-    return luma.reshape(gh, bh, gw, bw).mean(axis=(1, 3))
+    # SAMPLES x SAMPLES points per block at the same relative positions whatever the size, the
+    # whole picture covered (a stride that divides one size but not the other would leave
+    # different margins out, and a proxy would not compare with its frame)
+    rows = ((np.arange(gh * SAMPLES) + 0.5) * h / (gh * SAMPLES)).astype(np.intp)
+    cols = ((np.arange(gw * SAMPLES) + 0.5) * w / (gw * SAMPLES)).astype(np.intp)
+    luma = a[rows][:, cols, :3].astype(np.float32) @ _LUMA
+    return luma.reshape(gh, SAMPLES, gw, SAMPLES).mean(axis=(1, 3))
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -337,8 +340,9 @@ def run_compare(path: str, cfg: TortureConfig, peers: list[str], *,
     wanted: set[int] = set()
     for name, rep in runs.items():
         for k in prints[name].by_request:
-            i = rep["request_log"][k][1]
-            wanted.update(range(max(0, i - WINDOW), i + WINDOW + 1))
+            row = rep["request_log"][k]
+            for i in {row[1], *(row[8:9] if len(row) > 8 and row[8] is not None else [])}:
+                wanted.update(range(max(0, i - WINDOW), i + WINDOW + 1))
     refs, decoded = reference_prints(path, wanted)
     reference = {"method": "sequential PyAV decode from the start, luma block fingerprints",
                  "grid": list(GRID), "window": WINDOW, "tolerance": TOLERANCE,
@@ -377,12 +381,13 @@ def run_compare(path: str, cfg: TortureConfig, peers: list[str], *,
 def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) -> dict[str, Any]:
     period = rep["period_ms"] / 1000
     sampled = [row for row in rep["request_log"] if row[0] % prints.every == 0]
-    exact = exact_on_time = wrong = checked = 0
-    for k, i, scheduled, _issued, done, _lat, quality, _skipped, *_shows in sampled:
+    exact = exact_on_time = wrong = checked = proxy = wrong_pictures = 0
+    for k, i, scheduled, _issued, done, _lat, quality, _skipped, *rest in sampled:
         got = prints.by_request.get(k)
         if got is None:
             continue  # skipped, failed, or the deadline passed before any picture came back
         checked += 1
+        shows = rest[0] if rest and rest[0] is not None else i
         right = is_frame(got, i, refs)
         if quality == "exact":
             if right:
@@ -390,6 +395,11 @@ def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) 
                 exact_on_time += done is not None and done - scheduled <= period
             else:
                 wrong += 1
+        elif quality == "proxy":
+            proxy += right
+            wrong_pictures += not right
+        elif quality == "nearest" and shows in refs:  # the picture is the frame it names
+            wrong_pictures += not is_frame(got, shows, refs)
     n = max(len(sampled), 1)
     return {
         "version": rep.get("peer_version"), "label": rep.get("peer_label"),
@@ -398,7 +408,10 @@ def _peer_row(rep: dict[str, Any], prints: Prints, refs: dict[int, np.ndarray]) 
         "failed": rep["failed"], "on_time": rep["on_time"],
         "verified_requests": len(sampled), "pictures_checked": checked,
         "exact_share": exact / n, "exact_on_time": exact_on_time / n,
-        "wrong_frames": wrong, "quality_mix": rep["quality_mix"],
+        "wrong_frames": wrong, "proxy_share": proxy / n,
+        "proxy_or_better": (exact + proxy) / n, "wrong_pictures": wrong_pictures,
+        "blank_after": rep.get("blank_after"), "distance_s": rep.get("distance_s"),
+        "quality_mix": rep["quality_mix"],
         "latency_ms": rep["latency_ms"], "response_ms": rep["response_ms"],
         "verify_ms": 1000 * prints.seconds / max(len(prints.by_request), 1),
         "cpu_share": rep["tree_cpu_share"], "power_w": rep["power_w"],
@@ -422,14 +435,17 @@ def format_table(rep: dict[str, Any]) -> str:
         f"pattern {rep['pattern']}, {rep['rate_hz']:g} Hz for {rep['duration_s']:g} s "
         f"(period {rep['period_ms']:.1f} ms), seed {rep['config']['seed']}"
         + ("" if rep["same_schedule"] else "  WARNING: peers saw different schedules"),
-        f"{'peer':<{NAME_W}}{'on time':>9}{'exact':>9}{'exact+ot':>10}{'wrong':>7}"
+        f"{'peer':<{NAME_W}}{'on time':>9}{'exact':>9}{'exact+ot':>10}{'proxy+':>8}"
+        f"{'blank>1s':>9}{'dist p50/p95 s':>15}{'wrong':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'cpu':>8}{'budget':>8}{'other':>7}",
     ]
     for name, r in rep["peers"].items():
         lat = r["latency_ms"]
         lines.append(
             f"{name:<{NAME_W}}{pct(r['on_time']):>9}{pct(r['exact_share']):>9}"
-            f"{pct(r['exact_on_time']):>10}{r['wrong_frames']:>7}{ms(lat['p50']):>8}"
+            f"{pct(r['exact_on_time']):>10}{pct(r['proxy_or_better']):>8}"
+            f"{pct((r.get('blank_after') or {}).get('1s')):>9}{_distance(r):>15}"
+            f"{r['wrong_frames'] + r['wrong_pictures']:>7}{ms(lat['p50']):>8}"
             f"{ms(lat['p95']):>8}{ms(lat['p99']):>8}{pct(r['cpu_share']):>8}"
             f"{pct(r['budget_share']):>8}{torture._cores(r['other_load_cores']):>7}")
     for name, why in rep["skipped"].items():
@@ -441,13 +457,23 @@ def format_table(rep: dict[str, Any]) -> str:
     lines += [
         "exact: the requested frame at full quality, checked against a sequential reference "
         f"decode ({ver['frames_fingerprinted']} frames fingerprinted in "
-        f"{ver['reference_s']:.1f} s, after the runs); exact+ot: exact and on time; wrong: "
-        "claimed exact, showed another frame; other: other processes' load, cores",
+        f"{ver['reference_s']:.1f} s, after the runs); exact+ot: exact and on time; proxy+: "
+        "the requested frame at any size (EXACT or a checked PROXY); blank>1s: BLANK answers "
+        "after the first second; dist: how far the picture shown is from the one asked for; "
+        "wrong: claimed exact or proxy of a frame, or a nearest picture, that showed another "
+        "frame; other: other processes' load, cores",
         f"budget: marginal power over an idle baseline of {rep['baseline_w']:.2f} W, as a share "
         f"of TDP {rep['tdp_w']:g} W [{rep['tdp_source']}], {rep['meter_label']}; phast ran "
         f"under its governor with budget {torture._budget(rep)}",
     ]
     return "\n".join(lines)
+
+
+def _distance(row: dict[str, Any]) -> str:
+    d = row.get("distance_s") or {}
+    if d.get("p50") is None:
+        return "-"
+    return f"{d['p50']:.2f}/{d['p95']:.2f}"
 
 
 def _player_note(row: dict[str, Any]) -> str:

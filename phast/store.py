@@ -136,12 +136,22 @@ class Store:
         """
         have = np.zeros(frame_count, bool)
         payload = self._read(self._map_key(identity, stream, spec))
-        if payload is not None and len(payload) >= 4:
+        if payload is None:
+            # No map (a store written before maps, or the map evicted): look each frame up
+            # once (an existence check each) and write the map.
+            have[:] = [self.has_proxy(identity, stream, spec, i) for i in range(frame_count)]
+            if have.any():
+                self._write_map(identity, stream, spec, have)
+        elif len(payload) >= 4:
             count = int.from_bytes(payload[:4], "little")
             bits = np.frombuffer(payload, np.uint8, offset=4)
             if count == frame_count and len(bits) == (count + 7) // 8:
                 have[:] = np.unpackbits(bits, count=count).astype(bool)
         return have
+
+    def _write_map(self, identity: str, stream: int, spec: str, have: np.ndarray) -> None:
+        payload = len(have).to_bytes(4, "little") + np.packbits(have).tobytes()
+        self._cache.set(self._map_key(identity, stream, spec), _seal(payload), tag=identity)
 
     def put_proxies(self, identity: str, stream: int, spec: str, frame_count: int,
                     entries: list[tuple[int, int, int, bytes]]) -> None:
@@ -154,9 +164,7 @@ class Store:
                 self.put_proxy(identity, stream, spec, index, width, height, data)
             have = self.proxy_map(identity, stream, spec, frame_count)
             have[[e[0] for e in entries if 0 <= e[0] < frame_count]] = True
-            payload = frame_count.to_bytes(4, "little") + np.packbits(have).tobytes()
-            self._cache.set(self._map_key(identity, stream, spec), _seal(payload),
-                            tag=identity)
+            self._write_map(identity, stream, spec, have)
 
     def has_proxy(self, identity: str, stream: int, spec: str, index: int) -> bool:
         """Whether an entry exists (not checked, not counted, LRU order untouched)."""
