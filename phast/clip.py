@@ -151,7 +151,7 @@ class Clip:
         degrades the tier instead of raising.
         """
         if deadline is not None:
-            return self.request(index, deadline=deadline, format=format).frame()
+            return self.request(index, deadline=deadline, format=format, _waiting=True).frame()
         s = self._live()
         i = self._check_index(index)
         _check_format(format)
@@ -172,7 +172,8 @@ class Clip:
         return self.frame(self.index_at(seconds), format=format, deadline=deadline)
 
     def request(self, index: int, *, deadline: float, format: str = "rgb24",
-                on_exact: Callable[[Frame], None] | None = None) -> Request:
+                on_exact: Callable[[Frame], None] | None = None,
+                _waiting: bool = False) -> Request:
         """Ask for frame ``index`` without blocking; ``Request.frame()`` answers by ``deadline``.
 
         The EXACT decode goes on after the deadline: ``on_exact(frame)`` is called (on a phast
@@ -188,6 +189,7 @@ class Clip:
             raise InvalidArgument(f"deadline must be positive seconds, got {deadline!r}")
         deadline_at = time.monotonic() + float(deadline)
         hit = s.ram_get(i, format)
+        hopeless = False
         if hit is not None:
             exact: cf.Future[Frame] = cf.Future()
             exact.set_result(hit)
@@ -199,14 +201,17 @@ class Clip:
             # A decode that cannot make the deadline (a long seek) waits for the playhead to
             # settle: while a scrub goes on, the next request cancels it before it costs CPU;
             # when the playhead stops, it starts and refines the picture.
-            settle = SETTLE if s.exact_estimate(i) > float(deadline) else 0.0
-            exact = self._exact_job(i, format, supersedable=True, delay=settle).future
+            hopeless = s.exact_estimate(i) > float(deadline)
+            exact = self._exact_job(i, format, supersedable=True,
+                                    delay=SETTLE if hopeless else 0.0).future
         if on_exact is not None:
             exact.add_done_callback(lambda f: _deliver(f, on_exact))
-        hopeless = not exact.done() and s.exact_estimate(i) > float(deadline)
         s.recent.append(i)
         self._prefetch(i, format)
-        return Request(s, i, format, deadline_at, exact, fallback_now=hopeless)
+        # A caller about to wait (frame(i, deadline=...)) looks the fallback up itself: no
+        # helper thread between it and the picture.
+        return Request(s, i, format, deadline_at, exact,
+                       fallback_now=hopeless and not exact.done(), inline=_waiting)
 
     def index_at(self, seconds: float) -> int:
         """Display index of the frame on screen at ``seconds``; :class:`FrameOutOfRange` if none."""

@@ -319,12 +319,27 @@ class Governor:
 
     # -- charging ---------------------------------------------------------------------------------
     def job_started(self, worker: Worker, job: Job) -> None:
-        """Close the worker's idle stretch (charged to its last account) and open the job's."""
+        """Close the worker's idle stretch (charged to its last account) and open the job's.
+
+        A job that is not ``metered`` (a proxy picture decoded for a fallback: about a
+        millisecond, 30 a second) is not measured on its own: reading the worker's CPU time
+        twice would cost a third of the job. Its worker's CPU is charged at the next
+        measurement (a tick, or a measured job) to the account and kind of its last job.
+        """
         with self._lock:
             self._workers[worker.id] = worker
+            mark = self._marks.get(worker.id)
+            proc = worker.proc
+            if not job.metered and mark is not None and proc is not None \
+                    and mark.pid == proc.pid:
+                mark.job, mark.kind = None, job.kind
+                if job.account is not None:
+                    mark.account = job.account
+                return
             self._settle(worker)
             mark = self._marks[worker.id]
-            mark.job, mark.kind = job, job.kind
+            # (an unmetered job is not held: its result may lease a slot)
+            mark.job, mark.kind = (job if job.metered else None), job.kind
             if job.account is not None:
                 mark.account = job.account
             if mark.startup_s > 0 and job.account is not None:
@@ -338,6 +353,8 @@ class Governor:
 
     def job_finished(self, worker: Worker, job: Job) -> None:
         """Charge the job's CPU time to its account and feed the clip's cost model."""
+        if not job.metered:
+            return  # charged later (see job_started)
         with self._lock:
             mark = self._marks.get(worker.id)
             if mark is None:
@@ -384,7 +401,7 @@ class Governor:
             if mark.account is not None:
                 job = mark.job
                 mark.account.charge(used * self.joules_per_cpu_s,
-                                    job.kind if job is not None else "idle",
+                                    job.kind if job is not None else mark.kind,
                                     budgeted=job is None or job.budgeted)
 
     # -- the tick: idle charges, the editor's share, reconciliation with the meter ----------------

@@ -397,6 +397,9 @@ class Job:
         #: build) are only tallied, and a fallback's proxy decode is paid but never held back
         self.budgeted = False
         self.reserved_j = 0.0  #: estimate reserved at admission, released when charged
+        #: measured on its own (worker CPU read when it starts and ends); small frequent jobs
+        #: are charged at the governor's next measurement instead
+        self.metered = True
         self.cpu_s = 0.0  #: worker CPU seconds measured while it ran
         self.held = False  #: created with a delay and not yet handed to a worker (phast.clip)
         self._failed = failed
