@@ -151,7 +151,7 @@ class Clip:
         degrades the tier instead of raising.
         """
         if deadline is not None:
-            return self.request(index, deadline=deadline, format=format, _waiting=True).frame()
+            return self.request(index, deadline=deadline, format=format).frame()
         s = self._live()
         i = self._check_index(index)
         _check_format(format)
@@ -172,8 +172,7 @@ class Clip:
         return self.frame(self.index_at(seconds), format=format, deadline=deadline)
 
     def request(self, index: int, *, deadline: float, format: str = "rgb24",
-                on_exact: Callable[[Frame], None] | None = None,
-                _waiting: bool = False) -> Request:
+                on_exact: Callable[[Frame], None] | None = None) -> Request:
         """Ask for frame ``index`` without blocking; ``Request.frame()`` answers by ``deadline``.
 
         The EXACT decode goes on after the deadline: ``on_exact(frame)`` is called (on a phast
@@ -208,10 +207,7 @@ class Clip:
             exact.add_done_callback(lambda f: _deliver(f, on_exact))
         s.recent.append(i)
         self._prefetch(i, format)
-        # A caller about to wait (frame(i, deadline=...)) looks the fallback up itself: no
-        # helper thread between it and the picture.
-        return Request(s, i, format, deadline_at, exact,
-                       fallback_now=hopeless and not exact.done(), inline=_waiting)
+        return Request(s, i, format, deadline_at, exact, fallback_now=hopeless)
 
     def index_at(self, seconds: float) -> int:
         """Display index of the frame on screen at ``seconds``; :class:`FrameOutOfRange` if none."""

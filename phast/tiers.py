@@ -58,8 +58,7 @@ class Request:
     """One frame request with a deadline (see the module docstring)."""
 
     def __init__(self, session: Session, index: int, fmt: str, deadline_at: float,
-                 exact: cf.Future[Frame], *, fallback_now: bool = False,
-                 inline: bool = False) -> None:
+                 exact: cf.Future[Frame], *, fallback_now: bool = False) -> None:
         self.index = index
         self.format = fmt
         self.deadline_at = deadline_at  #: ``time.monotonic()`` value of the deadline
@@ -67,8 +66,7 @@ class Request:
         self._exact = exact
         self._fallback: cf.Future[Frame | None] | None = None
         self._lock = threading.Lock()
-        self._hopeless = fallback_now  # the cost model says EXACT cannot make the deadline
-        if fallback_now and not inline and not exact.done():
+        if fallback_now and not exact.done():
             self._start_fallback()
 
     @property
@@ -80,13 +78,6 @@ class Request:
         """The best frame available at the deadline (earlier if EXACT is ready). Never raises
         for decoding trouble: a failed or quarantined exact decode degrades to a lower tier."""
         now = time.monotonic()
-        if self._hopeless and self._fallback is None and not self._exact.done():
-            # in this thread: nothing to wait for but the fallback itself
-            lower = fallback(self._session, self.index, self.format, until=self.deadline_at)
-            exact = _result(self._exact)
-            if exact is not None:
-                return exact.sibling()
-            return lower if lower is not None else blank(self._session, self.index, self.format)
         if not self._exact.done() and self._fallback is None:
             start_fallback_at = self.deadline_at - FALLBACK_RESERVE - RETURN_MARGIN
             if now < start_fallback_at:
