@@ -274,6 +274,20 @@ class Backend(abc.ABC):
         """
         return False
 
+    def advance(self, index: int, *, references_only: bool) -> bool:
+        """Optionally decode on to frame ``index`` for the frame sink only (proxies made
+        ahead of a playhead), skipping frames no other frame references when asked (a
+        player dropping frames to keep up). Seeks when the current run cannot reach it. Return
+        False when the backend cannot (the default); must not raise for a bad index."""
+        return False
+
+    def decode_position(self) -> tuple[int, int] | None:
+        """Optionally, where the decoder stands: ``(start, next)``, the packet (decode order)
+        its current run started from and the next packet it would feed. The editor estimates
+        what a request will cost from it (continuing the run, or seeking); None: unknown
+        (the default), every request is costed as a seek."""
+        return None
+
     def set_frame_sink(self, sink: Callable[[int, Any], None] | None) -> bool:
         """Optionally hand every frame this backend decodes, and would serve, to ``sink``.
 

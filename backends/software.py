@@ -919,6 +919,23 @@ class SoftwareBackend(Backend):
         except _BadStart:
             return False
 
+    def advance(self, index: int, *, references_only: bool) -> bool:
+        idx = self._index
+        if self._index_stale or self._sink is None or idx is None \
+                or not 0 <= index < idx.frame_count or idx.is_damaged(index):
+            return False
+        start = self._start_for(index)
+        if not self._warm_for(index, start):
+            self._seek(start)
+        if references_only and not self._damaged and self._cc.codec.name in PRECISE_SKIP:
+            # frames that display before the target and nothing references: not decoded
+            self._skip_until = max(self._skip_until, int(idx.frame_packet[index]) + 1)
+        try:
+            self._decode_run(index)  # None when the target itself was skipped: that is fine
+        except _BadStart:
+            return False
+        return True
+
     def _warm_for(self, i: int, start: int) -> bool:
         """Can the current decode run reach frame ``i`` (start packet ``start``) by going on?
 
@@ -1103,6 +1120,11 @@ class SoftwareBackend(Backend):
         assert self._index is not None
         packets = self._index.frame_packet[first:stop]
         return bool(len(packets)) and int(packets.max()) < self._skip_until
+
+    def decode_position(self) -> tuple[int, int] | None:
+        if self._run_start is None or self._eof:
+            return None
+        return self._run_start, self._next_pos
 
     def set_frame_sink(self, sink: Callable[[int, Any], None] | None) -> bool:
         self._sink = sink

@@ -152,7 +152,7 @@ class Verifier(threading.Thread):
         """Stop checking; decode the reference frames of ``path``; count wrong pictures."""
         self._queue.put(None)
         self.join()
-        from .compare import WINDOW, fingerprint, is_frame
+        from .compare import PROXY_TOLERANCE, WINDOW, fingerprint, is_frame
         from .fuzz import _sequential_decode, frame_hash
 
         exact = {i for i, _ in self.hashes}
@@ -172,7 +172,8 @@ class Verifier(threading.Thread):
         wrong = [(i, h) for i, h in self.hashes if reference.get(i) != h]
         # a PROXY must show the frame asked for; any picture must show the frame it names
         bad = [(i, q, shows) for i, q, shows, fp in self.prints
-               if (q == "proxy" and shows != i) or not is_frame(fp, shows, refprints)]
+               if (q == "proxy" and shows != i)
+               or not is_frame(fp, shows, refprints, tolerance=PROXY_TOLERANCE)]
         return {"exact_served": self.offered, "exact_checked": len(self.hashes),
                 "wrong_exact": len(wrong),
                 "wrong_exact_indices": sorted({i for i, _ in wrong})[:20],

@@ -200,7 +200,13 @@ class Clip:
             # A decode that cannot make the deadline (a long seek) waits for the playhead to
             # settle: while a scrub goes on, the next request cancels it before it costs CPU;
             # when the playhead stops, it starts and refines the picture.
-            hopeless = s.exact_estimate(i) > float(deadline)
+            # ... and so does one the budget cannot pay now (it would be paid too late for this
+            # frame, and hold back what can be shown meanwhile), or one while playing on
+            # proxies made ahead (Session.play_ahead: the frame will be a proxy by then).
+            governor = s.pool.governor
+            hopeless = (s.exact_estimate(i) > float(deadline) or s.playing_on_proxies
+                        or (governor is not None
+                            and not governor.can_pay(s.account, "exact", s.decode_work(i))))
             exact = self._exact_job(i, format, supersedable=True,
                                     delay=SETTLE if hopeless else 0.0).future
         if on_exact is not None:
@@ -280,17 +286,31 @@ class Clip:
             job.future.cancel()  # False (and harmless) when it already runs: it lands in RAM
 
     def _prefetch(self, i: int, fmt: str) -> None:
-        """Playing forward or backward (steady steps of 1 or 2): decode the next frames ahead."""
+        """Playing forward or backward (steady steps of 1 or 2): decode the next frames ahead.
+
+        Under a budget that has no room to spare, playing forward makes proxies ahead instead
+        of EXACT frames (:meth:`Session.play_ahead`): a full-size frame costs its decode and a
+        full-size conversion, a proxy its decode and a small picture -- about a third, so
+        the budget shows three times as many of the frames played.
+        """
         s = self._session
+        s.playing_on_proxies = False
         if len(s.recent) < 3:
             return
         a, b, c = s.recent
         step = c - b
         if step != b - a or step == 0 or abs(step) > 2:
             return  # scrubbing: where it goes next is anyone's guess
+        governor = s.pool.governor
+        if step > 0 and s.byproducts and s.account is not None and governor is not None \
+                and not governor.spare(s.account) and s.play_ahead(i, step):
+            s.playing_on_proxies = True
+            return
         for k in (1, 2):
             j = i + k * step
-            if 0 <= j < len(self) and s.ram_get(j, fmt) is None and j not in s.quarantined:
+            if 0 <= j < len(self) and s.ram_get(j, fmt) is None and j not in s.quarantined \
+                    and (governor is None or governor.can_pay(s.account, "exact",
+                                                              s.decode_work(j))):
                 self._exact_job(j, fmt, supersedable=True, priority=PREFETCH)
 
     # -- proxies ------------------------------------------------------------------------------

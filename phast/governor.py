@@ -21,7 +21,7 @@ cost, and *admitted* against what is left::
                        playhead job of the clip is waiting for energy;
              BUILD     the same with BUILD_RESERVE_S -- except keyframe proxies (the
                        fallback tiers' foundation: one stands in for a whole GOP), which
-                       keep no reserve.
+                       keep only prefetching's reserve.
     floor    answering from pictures phast has (memory, the proxy store: a proxy picture
              decoded on the image worker for a fallback) is charged like any work but never
              held back: the budget buys pictures first, and exact decodes, prefetching and
@@ -68,12 +68,14 @@ WAITING_S = 0.15  #: a denied playhead job holds lower priorities back this long
 SAFETY = 0.95  #: the bucket refills at this share of the budget: headroom for charging lag
 
 #: The kind of work the fallback tiers stand on (keyframe proxies: each stands in for its whole
-#: GOP): built without a reserve, and optional fallback decodes pause while it saves up.
+#: GOP): built before the rest, keeping only prefetching's reserve for the playhead.
 FOUNDATION = "build_key"
 
-#: Initial estimates, CPU seconds per unit of work, until the clip's own measurements arrive.
-INITIAL_COST = {"exact": 0.010, "image": 0.003, "build": 0.015, "build_key": 0.040,
-                "byproduct": 0.002}
+#: Initial estimates, CPU seconds per job and per unit of work (a frame decoded, a picture),
+#: until the clip's own measurements arrive.
+INITIAL_COST = {"exact": (0.008, 0.010), "image": (0.002, 0.001), "build": (0.005, 0.015),
+                "build_key": (0.0, 0.040), "byproduct": (0.001, 0.002),
+                "playahead": (0.005, 0.012)}
 
 
 def resolve_budget(budget: float | str | None) -> float | None:
@@ -99,18 +101,38 @@ def resolve_budget(budget: float | str | None) -> float | None:
 
 @dataclass
 class _Cost:
-    """EWMA of CPU seconds per unit of one kind of work."""
+    """CPU seconds of one kind of job: ``fixed + per_unit x units``, each an EWMA.
 
+    Two terms because jobs differ in size by two orders of magnitude: an EXACT frame while
+    playing decodes one frame and converts it (the conversion and the copy are most of it), a
+    seek decodes a hundred; a single average would price every played frame as a seek, or
+    every seek as a played frame. Small jobs (``units <= SMALL``) teach ``fixed``, large ones
+    (``units >= LARGE``) ``per_unit``, each net of the other term.
+    """
+
+    fixed: float
     per_unit: float
     samples: int = 0
+
+    SMALL = 2
+    LARGE = 8
+
+    def estimate(self, units: int) -> float:
+        return self.fixed + max(0, units) * self.per_unit
 
     def update(self, cpu_s: float, units: int) -> None:
         if units <= 0 or cpu_s < 0:
             return
-        value = cpu_s / units
         # The first measurements replace the guess quickly; later ones smooth out noise.
         alpha = 0.5 if self.samples < 4 else 0.2
-        self.per_unit += alpha * (value - self.per_unit)
+        if units <= self.SMALL:
+            self.fixed += alpha * (max(0.0, cpu_s - units * self.per_unit) - self.fixed)
+        elif units >= self.LARGE:
+            self.per_unit += alpha * (max(0.0, cpu_s - self.fixed) / units - self.per_unit)
+        else:
+            scale = cpu_s / max(self.estimate(units), 1e-9)  # both, in proportion
+            self.fixed += alpha * (self.fixed * scale - self.fixed)
+            self.per_unit += alpha * (self.per_unit * scale - self.per_unit)
         self.samples += 1
 
 
@@ -130,9 +152,10 @@ class Account:
         self.spent_by: dict[str, float] = {}
         self.denied: dict[str, int] = {}
         self.admitted: dict[str, int] = {}
-        self.costs = {kind: _Cost(v) for kind, v in INITIAL_COST.items()}
+        self.costs = {kind: _Cost(*v) for kind, v in INITIAL_COST.items()}
         self.max_unit_j = 0.0  # the costliest single job estimate seen (capacity floor)
-        self.waiting_until = 0.0
+        #: until when a denied job of a priority holds the lower ones back (playhead only)
+        self.waiting_until: dict[int, float] = {}
         self.active = False  # charged during the current tick
         self._stamp = time.monotonic()
         self.closed = False
@@ -150,9 +173,8 @@ class Account:
 
     def estimate_j(self, kind: str, units: int) -> float:
         """Estimated joules of ``units`` of ``kind`` work for this clip."""
-        cost = self.costs.get(kind)
-        per = cost.per_unit if cost is not None else INITIAL_COST["exact"]
-        return max(0, units) * per * self.governor.joules_per_cpu_s
+        cost = self.costs.get(kind) or _Cost(*INITIAL_COST["exact"])
+        return cost.estimate(units) * self.governor.joules_per_cpu_s
 
     def charge(self, joules: float, kind: str, *, budgeted: bool = True) -> None:
         """Debit ``joules`` of ``kind`` work; orders (``budgeted=False``) are only tallied."""
@@ -177,7 +199,8 @@ class Account:
                 "spent_by": {k: round(v, 4) for k, v in self.spent_by.items()},
                 "admitted": dict(self.admitted), "denied": dict(self.denied),
                 "cpu_per_unit_ms": {k: round(c.per_unit * 1e3, 3) for k, c in
-                                    self.costs.items()}}
+                                    self.costs.items()},
+                "cpu_per_job_ms": {k: round(c.fixed * 1e3, 3) for k, c in self.costs.items()}}
 
 
 class _WorkerMark:
@@ -284,28 +307,40 @@ class Governor:
             acct._refill(now)
             reserve_j = 0.0
             foundation = job.kind == FOUNDATION
-            if job.priority == PREFETCH:
+            if job.priority == PREFETCH or foundation:
                 reserve_j = PREFETCH_RESERVE_S * acct.rate_w
-            elif job.priority == BUILD and not foundation:
+            elif job.priority == BUILD:
                 reserve_j = BUILD_RESERVE_S * acct.rate_w
             # The bucket must be able to hold every job's cost plus its reserve, or it could
             # never be admitted.
             acct.max_unit_j = max(acct.max_unit_j, est + reserve_j)
             avail = acct.level_j - acct.reserved_j
+            # a playhead job of this clip is saving up: it gets the tokens first
+            held = acct.waiting_until.get(PLAYHEAD, 0.0) > now
             if not job.governed:
                 ok = True
             elif job.priority == PLAYHEAD:
                 ok = avail >= est
                 if not ok:
-                    acct.waiting_until = now + WAITING_S
+                    acct.waiting_until[PLAYHEAD] = now + WAITING_S
             else:
-                ok = now >= acct.waiting_until and avail - est >= reserve_j
+                ok = not held and avail - est >= reserve_j
             if ok and job.governed:
                 acct.reserved_j += est
                 job.reserved_j = est
             tally = acct.admitted if ok else acct.denied
             tally[job.kind] = tally.get(job.kind, 0) + 1
             return ok
+
+    def can_pay(self, acct: Account | None, kind: str, units: int) -> bool:
+        """Could the account pay ``units`` of ``kind`` work now (nothing reserved or tallied)?
+        A deadline request whose EXACT decode it cannot pay waits for the playhead to settle
+        instead of queueing ahead of everything (phast.clip)."""
+        if acct is None or acct.closed:
+            return True
+        with self._lock:
+            acct._refill(time.monotonic())
+            return acct.level_j - acct.reserved_j >= acct.estimate_j(kind, units)
 
     def spare(self, acct: Account | None) -> bool:
         """Has the account room for optional work beyond the playhead's reserve (what building

@@ -141,6 +141,12 @@ class ByproductSink:
         flags = np.unpackbits(np.frombuffer(bits, np.uint8), count=count).astype(bool)
         self._wanted = {first + int(k) for k in np.flatnonzero(flags)}
 
+    def forget(self, indices: Any) -> None:
+        """These frames' proxies are made otherwise: not as by-products."""
+        for index in indices:
+            self._wanted.discard(index)
+            self._queue.pop(index, None)
+
     def __call__(self, index: int, frame: Any) -> None:
         if index not in self._wanted or index in self._queue:
             return

@@ -42,10 +42,18 @@ if TYPE_CHECKING:
 MAX_SIDE = 32768  #: largest width/height a completion record may claim
 MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
 _PIX_FMT = re.compile(r"^[a-z0-9_]{1,32}$")
+#: Packets behind a decoder's position whose frames it likely still keeps (a copy, not a
+#: decode; ``backends.software.DEFAULT_KEEP_BYTES`` holds ~30 frames of 1080p).
+KEPT_BEHIND = 24
 #: Pictures the NEAREST tier tries, nearest first, before it gives up (a store read each).
 NEAREST_TRIES = 3
 #: By-product proxies: frames before the target's keyframe (leading pictures) and after the
 #: target (read-ahead) a frame request asks for, and pictures fetched per collection job.
+#: Frames ahead of a playhead whose proxies a tight budget makes instead of EXACT frames.
+PLAY_AHEAD = 6
+#: ... made only while the decoder is within this many such stretches of them: farther, the
+#: catch-up's seek would cost more than the playhead leaves time for.
+PLAY_REACH = 3
 BYPRODUCT_LEAD = 8
 BYPRODUCT_AHEAD = 16
 BYPRODUCT_BATCH = 16
@@ -77,6 +85,9 @@ class Session:
         self.recent: collections.deque[int] = collections.deque(maxlen=3)  # requested indices
         self._keyframes: np.ndarray | None = None
         self.per_frame_s = 0.005  #: EWMA of decode seconds per frame of work (cost model)
+        #: where the worker's decoder stands after the last frame it served: (start packet of
+        #: its run, next packet), as it reported (Backend.decode_position); None: unknown
+        self.decoder_at: tuple[int, int] | None = None
         self.account: Account | None = None  #: the power budget paying for this clip's work
         # Decoded proxy pictures by (shown index, format), copied out of their slots: the
         # NEAREST tier of a scrub keeps hitting the same few, and serving them from memory
@@ -92,6 +103,9 @@ class Session:
         #: Proxies as a by-product of this session's decodes (phast.open with proxies on)
         self.byproducts = False
         self._collecting: Job | None = None  # the queued job fetching by-product proxies
+        self._playing_ahead: Job | None = None  # the queued job making proxies ahead of play
+        #: the last request played forward on proxies made ahead (see Clip._prefetch)
+        self.playing_on_proxies = False
         self._keyframes_of: FrameIndex | None = None
         self._keyframe_set: tuple[np.ndarray, frozenset[int]] | None = None
         self.failures: collections.Counter[int] = collections.Counter()
@@ -137,6 +151,7 @@ class Session:
         finally:
             os.close(fd)
         raise_for_error(reply, proc)
+        self.decoder_at = None  # a fresh decoder in this process: its first request seeks
         if reply.get("device") == "cuda":  # frames stay in the worker's GPU memory
             from .devframe import DeviceSlots
 
@@ -198,6 +213,7 @@ class Session:
                     continue
                 raise_for_error(reply, proc)
                 frame = self._frame_from_record(reply, job, i, fmt, slot)
+                self.decoder_at = self._position(reply.get("at"))
                 waiting = reply.get("byproducts")
                 if wanted is not None and isinstance(waiting, int) and waiting > 0:
                     self._collect_byproducts()
@@ -332,20 +348,23 @@ class Session:
         return list(done)
 
     # -- proxies as a by-product of decoding ----------------------------------------------------
-    def _byproducts_wanted(self, i: int) -> tuple[dict[str, int], bytes] | None:
+    def _byproducts_wanted(self, i: int, first: int | None = None,
+                           budget: bool = True) -> tuple[dict[str, int], bytes] | None:
         """What to ask a frame request for besides the frame: proxies of the frames its decode
         passes through (the group of pictures up to ``i``, and a little beyond for read-ahead)
-        that the store lacks -- when this clip makes proxies and its budget has room for
-        building (the sink's work is charged to the request and its collection)."""
+        that the store lacks -- when this clip makes proxies and (``budget``) its budget has
+        room for building (the sink's work is charged to the request and its collection).
+        ``first``: from this frame (default: a little before the group of pictures of ``i``)."""
         if not self.byproducts or self.store is None or self.index is None:
             return None
         governor = self.pool.governor
-        if governor is not None and self.account is not None \
+        if budget and governor is not None and self.account is not None \
                 and not governor.spare(self.account):
             return None
-        keys = self.keyframes
-        k = int(np.searchsorted(keys, i, side="right")) - 1
-        first = max(0, (int(keys[k]) if k >= 0 else 0) - BYPRODUCT_LEAD)
+        if first is None:
+            keys = self.keyframes
+            k = int(np.searchsorted(keys, i, side="right")) - 1
+            first = max(0, (int(keys[k]) if k >= 0 else 0) - BYPRODUCT_LEAD)
         stop = min(self.index.frame_count, i + BYPRODUCT_AHEAD)
         lacking = ~self.proxies_known()[first:stop]
         if not lacking.any():
@@ -354,6 +373,45 @@ class Session:
                 "count": len(lacking)}
         spec["width"], spec["height"] = self.proxy_size()
         return spec, np.packbits(lacking).tobytes()
+
+    def play_ahead(self, i: int, step: int) -> bool:
+        """Playing forward on a tight budget: have this clip's own decoder go on ahead of the
+        playhead, dropping the frames nothing references, and turn what it decodes into
+        proxies (one job at a time, prefetch priority, paid like building). A job still
+        queued for frames the playhead has passed is replaced. False when there is nothing
+        to make."""
+        from .supervisor import PREFETCH
+
+        assert self.index is not None
+        with self._lock:
+            queued = self._playing_ahead
+            if queued is not None and not queued.future.done():
+                if queued.target > i:  # type: ignore[attr-defined]
+                    return True
+                if not queued.future.cancel():
+                    return True  # running: it is past where the playhead is
+            target = min(self.index.frame_count - 1, i + step * PLAY_AHEAD)
+            if self.decode_work(target) > PLAY_AHEAD * PLAY_REACH:
+                return False  # the decoder is far behind: chasing the playhead costs seeks
+            # (admission decides whether the budget pays for it)
+            wanted = self._byproducts_wanted(target, first=i + 1, budget=False)
+            if wanted is None:
+                return False
+            spec, bits = wanted
+
+            def run(proc: Process) -> list[int]:
+                return self._fetch_byproducts(proc, {"op": "ahead", "index": target,
+                                                     "references_only": True,
+                                                     "byproducts": spec}, [bits])
+
+            job = Job(run, session=self, priority=PREFETCH)
+            job.target = target  # type: ignore[attr-defined]
+            # what it decodes: on from where the decoder stands, or from a seek
+            job.account, job.kind, job.work = self.account, "playahead", self.decode_work(target)
+            job.governed = job.budgeted = True
+            self._playing_ahead = job
+        self.worker.submit(job)
+        return True
 
     def _collect_byproducts(self) -> None:
         """Queue one job fetching the worker's by-product proxies (building priority: paid from
@@ -372,8 +430,13 @@ class Session:
     def run_byproducts(self, proc: Process) -> list[int]:
         """Fetch (and have the worker encode) up to BYPRODUCT_BATCH by-product proxies; store
         the valid ones. More waiting: another job follows."""
-        reply, blobs = proc.call({"op": "byproducts", "session": self.id,
-                                  "limit": BYPRODUCT_BATCH})
+        return self._fetch_byproducts(proc, {"op": "byproducts"}, [])
+
+    def _fetch_byproducts(self, proc: Process, msg: dict[str, Any],
+                          blobs: list[bytes]) -> list[int]:
+        """Send ``msg`` (a request answered with by-product proxies), check the pictures,
+        store them; queue a collection when the batch was full (more are waiting)."""
+        reply, blobs = proc.call({**msg, "session": self.id, "limit": BYPRODUCT_BATCH}, blobs)
         raise_for_error(reply, proc)
         done = field(reply, "indices", list)
         assert self.index is not None
@@ -456,14 +519,27 @@ class Session:
         return frame
 
     def decode_work(self, i: int) -> int:
-        """Frames the worker must decode for frame ``i``: few when it continues from the last
-        request in the same GOP, else from the frame's keyframe."""
+        """Packets the worker must decode for frame ``i``: from where its decoder stands when
+        the run it is in can reach ``i`` (going on), else from the frame's start packet (a
+        seek); one when ``i`` was just decoded (kept by the worker)."""
         assert self.index is not None
-        last = self.recent[-1] if self.recent else None
-        start = self.index.frame_start
-        if last is not None and 0 <= i - last <= 32 and start[i] == start[last]:
-            return i - last + 1
-        return _frames_from_start(self.index, i)
+        start, packet = int(self.index.frame_start[i]), int(self.index.frame_packet[i])
+        at = self.decoder_at
+        if at is not None and at[0] <= start <= at[1]:
+            if packet < at[1]:
+                return 1 if at[1] - packet <= KEPT_BEHIND else packet - start + 1
+            return packet - at[1] + 1
+        return packet - start + 1
+
+    def _position(self, value: Any) -> tuple[int, int] | None:
+        """A worker's reported decoder position, checked (plain data from a worker)."""
+        assert self.index is not None
+        n = len(self.index.pkt_pts)
+        if (isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                and 0 <= value[0] <= value[1] <= n):
+            return value[0], value[1]
+        return None
 
     def exact_estimate(self, i: int) -> float:
         """Seconds an EXACT decode of frame ``i`` should take if started now (from RAM: 0)."""
@@ -553,11 +629,6 @@ def _nearest_set(have: np.ndarray, i: int, limit: int) -> list[int]:
             order = np.lexsort((ks, np.abs(ks - i)))[:limit]
             return [int(k) for k in ks[order]]
         radius *= 16
-
-
-def _frames_from_start(index: FrameIndex, i: int) -> int:
-    """Frames decoded from frame ``i``'s start packet up to it (decode order, inclusive)."""
-    return int(index.frame_packet[i] - index.frame_start[i]) + 1
 
 
 def _close_remote(proc: Process, session_id: int) -> None:

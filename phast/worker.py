@@ -20,6 +20,8 @@ Requests (editor -> worker) and replies (worker -> editor)::
            first, count} + a bitmap of the frames from
            `first` that lack a proxy (proxies as a by-product of decoding: proxywork.ByproductSink)
     byproducts {session, limit}                           -> {ok, indices} + one JPEG each
+    ahead  {session, index, references_only, limit,       -> as byproducts: decodes on to
+           byproducts} + bitmap                              `index` first (proxies ahead of play)
     image  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
            + the stored proxy picture (JPEG)
     proxies {session, indices, width, height, quality}    -> {ok, indices, failed} + JPEGs
@@ -165,6 +167,10 @@ class Worker:
                  "frame": record}
         if sink is not None:
             reply["byproducts"] = sink.pending
+        backend = self.sessions.get(msg["session"])
+        at = backend.decode_position() if backend is not None else None
+        if at is not None:
+            reply["at"] = [int(at[0]), int(at[1])]
         self.reply(reply)
 
     def _byproducts(self, msg: dict[str, Any], blobs: list[bytes]) -> Any:
@@ -188,6 +194,16 @@ class Worker:
             self._sinks[session] = sink
         sink.want(int(spec["first"]), blobs[0], int(spec["count"]))
         return sink
+
+    def op_ahead(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
+        """Decode on to frame ``index`` for its by-product proxies (``references_only``: skip
+        what nothing references), and return up to ``limit`` of them, like ``byproducts``."""
+        session = msg["session"]
+        sink = self._byproducts(msg, blobs)
+        if sink is not None:
+            self.sessions[session].advance(int(msg["index"]),
+                                           references_only=bool(msg.get("references_only")))
+        self.op_byproducts(msg, [], [])
 
     def op_byproducts(self, msg: dict[str, Any], blobs: list[bytes], fds: list[int]) -> None:
         """Encode the session's waiting by-product pictures (up to ``limit``) as JPEGs."""
@@ -243,6 +259,9 @@ class Worker:
         backend = self.sessions[msg["session"]]
         width, height = int(msg["width"]), int(msg["height"])
         encoder = ProxyEncoder(width, height, int(msg["quality"]))
+        sink = self._sinks.get(msg["session"])
+        if sink is not None:  # these come back in this reply: not again as by-products
+            sink.forget(msg["indices"])
         done, failed, pictures = [], [], []
         scratch: memoryview | None = None
         for i in msg["indices"]:

@@ -97,14 +97,16 @@ def test_priorities_playhead_before_prefetch_before_build(gov) -> None:
     g, _ = gov
     acct = g.open_account(0.10, "clip")
     j_per_frame = acct.estimate_j("exact", 1)
-    assert j_per_frame == pytest.approx(0.010 * 7.5)  # initial 10 ms/frame x 15 W / 2 cores
-    # 0.6 J: pays 8 frames of playhead work, but prefetch keeps 0.375 J and build 0.75 J back
+    # initial 8 ms a job + 10 ms a frame, x 15 W / 2 cores
+    assert j_per_frame == pytest.approx((0.008 + 0.010) * 7.5)
+    # 0.6 J: pays 4 frames of playhead work, but prefetch keeps 0.375 J and build 0.75 J back
     acct.level_j, acct._stamp = 0.6, time.monotonic() + 3600  # no refill during the test
     assert not g.admit(_job(acct, BUILD, "build", 1))
-    assert g.admit(_job(acct, PREFETCH, "exact", 2))  # 0.15 J + 0.375 reserve <= 0.6
-    assert acct.reserved_j == pytest.approx(0.15)
+    assert g.admit(_job(acct, PREFETCH, "exact", 2))  # 0.21 J + 0.375 reserve <= 0.6
+    assert acct.reserved_j == pytest.approx(0.21)
     assert not g.admit(_job(acct, PREFETCH, "exact", 2))  # the reservation counts
-    assert g.admit(_job(acct, PLAYHEAD, "exact", 5))  # 0.375 J <= 0.45 J left
+    assert not g.admit(_job(acct, PLAYHEAD, "exact", 5))  # 0.435 J > 0.39 J left
+    assert g.admit(_job(acct, PLAYHEAD, "exact", 4))  # 0.36 J <= 0.39 J left
     # A playhead job that cannot be paid holds prefetch and building back while it waits...
     acct.level_j, acct.reserved_j = 5.0, 0.0
     assert not g.admit(_job(acct, PLAYHEAD, "exact", 100))  # 7.5 J
@@ -115,7 +117,7 @@ def test_priorities_playhead_before_prefetch_before_build(gov) -> None:
     assert acct.reserved_j == 0.0  # orders reserve nothing
     # the capacity grew to hold the costliest job, so it can be paid once the bucket fills
     assert acct.capacity_j >= 7.5
-    assert acct.denied["exact"] == 3 and acct.denied["build"] == 2
+    assert acct.denied["exact"] == 4 and acct.denied["build"] == 2
 
 
 def test_charges_follow_worker_cpu_time(gov) -> None:
@@ -133,7 +135,8 @@ def test_charges_follow_worker_cpu_time(gov) -> None:
     # the start-up goes to the job's clip, apart from the job's own cost
     assert a.spent_by == {"exact": pytest.approx(1.5), "startup": pytest.approx(7.5)}
     assert a.reserved_j == 0.0
-    assert a.costs["exact"].per_unit == pytest.approx(0.010 + 0.5 * (0.05 - 0.010))
+    # a job of 4 frames moves both terms, halfway to what it measured (the first samples)
+    assert a.costs["exact"].estimate(4) == pytest.approx(0.048 + 0.5 * (0.2 - 0.048))
     # idle read-ahead after the job goes to the worker's last account, at the next tick
     clock.cpu[4242] = 1.3
     g.tick()
@@ -295,3 +298,18 @@ def test_budget_off_and_default(clip360: Path, tmp_path: Path,
             phast.open(clip360, cache_dir=tmp_path, pool=pool, budget=2.0)
     finally:
         pool.shutdown()
+
+
+def test_cost_model_tells_played_frames_from_seeks() -> None:
+    """One frame while playing costs its conversion and copy more than its decode; a seek
+    costs its hundred decoded frames: the model learns both, and prices each right."""
+    from phast.governor import _Cost
+
+    cost = _Cost(0.008, 0.010)
+    for _ in range(20):
+        cost.update(0.015, 1)  # played frames: 5 ms decode + 10 ms convert and copy
+        cost.update(0.015 + 0.005 * 120, 120)  # seeks: 120 frames of 5 ms
+    assert cost.per_unit == pytest.approx(0.005, rel=0.05)
+    assert cost.fixed == pytest.approx(0.010, rel=0.1)
+    assert cost.estimate(1) == pytest.approx(0.015, rel=0.1)
+    assert cost.estimate(120) == pytest.approx(0.615, rel=0.05)
