@@ -4,8 +4,10 @@ Contract of :func:`make_report`: reads the JSON a run wrote with ``--json`` and 
 ``out`` (created if needed), returning the written paths:
 
 * torture run: ``power.png`` (per-second watts of the run's meter against the budget line),
-  ``tiers.png`` (stacked area of the answers per second: EXACT / PROXY / KEYFRAME / BLANK, and
-  requests with no answer), ``latency.png`` (histogram and CDF of the request latencies, all
+  ``tiers.png`` (stacked area of the answers per second: EXACT / PROXY / NEAREST / BLANK, and
+  requests with no answer), ``distance.png`` (per second, how far the picture shown was from
+  the one asked for: p50 and p95, seconds; and the PROXY-or-better share), ``latency.png``
+  (histogram and CDF of the request latencies, all
   answers and EXACT answers), ``report.md`` (key figures, the plots embedded).
 * compare run: ``peers_latency.png`` (latency CDF per peer), ``peers_power.png`` (per-second
   watts per peer against the budget), ``report.md`` (the peer table, the plots embedded).
@@ -20,9 +22,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-TIERS = ("exact", "proxy", "keyframe", "blank")
-TIER_COLOURS = {"exact": "#2a9d4b", "proxy": "#8ccf5b", "keyframe": "#f2b134",
+TIERS = ("exact", "proxy", "nearest", "blank")
+TIER_COLOURS = {"exact": "#2a9d4b", "proxy": "#8ccf5b", "nearest": "#f2b134",
                 "blank": "#d9534f", "none": "#9e9e9e"}
+#: the old name of "nearest", in runs written before it was renamed
+_OLD_TIERS = {"keyframe": "nearest"}
 
 
 def _plt() -> Any:
@@ -103,7 +107,7 @@ def _torture_plots(rep: dict[str, Any], folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 4))
     series = rep.get("series") or []
     ts = [r["t"] for r in series]
-    stacks = {q: [(r.get("quality") or {}).get(q, 0) for r in series] for q in TIERS}
+    stacks = {q: [_tier_counts(r).get(q, 0) for r in series] for q in TIERS}
     stacks["none"] = [r["requests"] - sum((r.get("quality") or {}).values()) for r in series]
     if ts:  # each second's counts span [t, t + 1)
         ax.stackplot([*ts, ts[-1] + 1], *([*v, v[-1]] for v in stacks.values()),
@@ -113,6 +117,22 @@ def _torture_plots(rep: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_title("answers per second by tier (none: skipped, failed or unanswered)")
     ax.legend(loc="upper right", fontsize="small")
     written.append(_save(fig, folder / "tiers.png", plt))
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key, style in (("p50", "-"), ("p95", "--")):
+        values = [(r.get("distance_s") or {}).get(key) for r in series]
+        ax.step(ts, [float("nan") if v is None else v for v in values], where="post",
+                linestyle=style, color="#f2b134", label=f"distance {key} (s)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("|shown - asked| (s)")
+    share = ax.twinx()
+    share.step(ts, [100 * (r.get("proxy_or_better") or 0) for r in series], where="post",
+               color="#2a9d4b", label="PROXY or better (%)")
+    share.set_ylabel("PROXY or better (% of requests)")
+    share.set_ylim(0, 100)
+    ax.set_title("what was shown: how far from the frame asked for, and how often it")
+    fig.legend(loc="upper right", fontsize="small")
+    written.append(_save(fig, folder / "distance.png", plt))
 
     log = rep.get("request_log") or []
     all_ms = [1000 * row[5] for row in log if row[5] is not None and row[6] is not None]
@@ -158,6 +178,10 @@ def _torture_report(rep: dict[str, Any], folder: Path, source: str) -> list[Path
         f"| CPU share of the process tree (measured) | {100 * rep['tree_cpu_share']:.1f}% |",
         f"| on time | {100 * rep['on_time']:.1f}% of {rep['requests']} requests |",
         f"| PROXY or better | {100 * proxy_or_better:.1f}% of requests |",
+        *([f"| BLANK after the first 1 s / 2 s | {_pct(rep['blank_after'].get('1s'))} / "
+           f"{_pct(rep['blank_after'].get('2s'))} |"] if rep.get("blank_after") else []),
+        *([f"| distance of the picture shown, p50 / p95 | {_sec(rep['distance_s'].get('p50'))}"
+           f" / {_sec(rep['distance_s'].get('p95'))} |"] if rep.get("distance_s") else []),
         "| tier mix | " + (", ".join(f"{q} {100 * v:.1f}%" for q, v in
                                     rep["quality_mix"].items()) or "-") + " |",
         f"| latency p50 / p95 / p99 | {_ms(lat['p50'])} / {_ms(lat['p95'])} / "
@@ -169,11 +193,24 @@ def _torture_report(rep: dict[str, Any], folder: Path, source: str) -> list[Path
         "",
         "![tiers](tiers.png)",
         "",
+        *(["![distance](distance.png)", ""] if rep.get("distance_s") else []),
         "![latency](latency.png)",
         "",
     ]
     written.append(_write(folder / "report.md", md))
     return written
+
+
+def _tier_counts(row: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for q, n in (row.get("quality") or {}).items():
+        q = _OLD_TIERS.get(q, q)
+        counts[q] = counts.get(q, 0) + n
+    return counts
+
+
+def _sec(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
 
 
 def _budget_text(rep: dict[str, Any]) -> str:

@@ -117,7 +117,7 @@ def test_torture_schedule_and_keys(tiny_clip: Path, tmp_path: Path) -> None:
     assert rep["issued"] + rep["skipped"] == rep["requests"]
     assert set(rep["latency_ms"]) >= {"p50", "p95", "p99"}
     assert rep["completed"] > 0 and sum(rep["quality_mix"].values()) == pytest.approx(1.0)
-    assert set(rep["quality_mix"]) <= {"exact", "proxy", "keyframe", "blank"}
+    assert set(rep["quality_mix"]) <= {"exact", "proxy", "nearest", "blank"}
     good = sum(rep["quality_counts"].get(q, 0) for q in ("exact", "proxy"))
     assert rep["proxy_or_better"] == pytest.approx(good / rep["requests"])
     assert all(0 <= row["proxy_or_better"] <= 1 for row in rep["series"])

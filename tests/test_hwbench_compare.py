@@ -144,13 +144,16 @@ def test_report_from_a_torture_run(clip: Path, tmp_path: Path) -> None:
                  "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
     out = tmp_path / "report"
     assert main(["report", str(run), "--out", str(out)]) == 0
-    for name in ("power.png", "tiers.png", "latency.png"):
+    for name in ("power.png", "tiers.png", "distance.png", "latency.png"):
         _assert_png(out / name)
     md = (out / "report.md").read_text()
     rep = json.loads(run.read_text())
     assert f"| budget share (marginal power / TDP) | {100 * rep['budget_share']:.1f}% |" in md
     assert "cpu-time-model" in md and "PROXY or better" in md
-    assert "![power](power.png)" in md
+    assert "![power](power.png)" in md and "![distance](distance.png)" in md
+    d = rep["distance_s"]
+    assert f"| distance of the picture shown, p50 / p95 | {d['p50']:.2f} s / {d['p95']:.2f} s |" \
+        in md
 
 
 @pytest.mark.skipif(not HAVE_MPL, reason="needs matplotlib (the bench extra)")
