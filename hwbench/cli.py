@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--hits", type=_positive_int, default=300, help="proxy reads timed")
     x.add_argument("--sweep", action="store_true",
                    help="compare proxy sizes and JPEG quantisers instead")
+    x.add_argument("--psnr", type=int, default=0, metavar="N",
+                   help="PSNR of N stored proxies against exact-then-downscale")
+    x.add_argument("--no-shortcuts", action="store_true",
+                   help="build from exactly decoded frames (no proxy-only decoder settings)")
     x.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     x.set_defaults(func=_cmd_proxies)
     k = sub.add_parser("kernels", help="device kernels (OpenCL, CUDA) vs the NumPy reference "
@@ -346,7 +350,8 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
         result: Any = {"sweep": rows}
     else:
         result = proxies.run(path, height=args.height, hits=args.hits, seed=args.seed,
-                             progress=not args.quiet)
+                             progress=not args.quiet, shortcuts=not args.no_shortcuts,
+                             psnr_frames=args.psnr)
         print(proxies.format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

@@ -19,13 +19,18 @@ from phast.power import tree_cpu_seconds
 
 
 def run(path: str, *, height: int = 360, hits: int = 300, seed: int = 1234,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, shortcuts: bool = True, psnr_frames: int = 0) -> dict[str, Any]:
+    """Build, store and read the clip's proxies (see the module docstring). ``shortcuts``:
+    the builder's proxy-only decoder settings (``phast.open(proxy_shortcuts=)``);
+    ``psnr_frames``: compare that many stored proxies, spread over the clip, with the exact
+    frame area-downscaled to the proxy size (PSNR, dB)."""
     import phast
     from phast.tiers import _proxy_frame
     from phast.types import Quality
 
     with tempfile.TemporaryDirectory(prefix="hwbench-proxies-") as store_dir, \
-            phast.open(path, cache_dir=store_dir, proxies=False, proxy_height=height) as clip:
+            phast.open(path, cache_dir=store_dir, proxies=False, proxy_height=height,
+                       proxy_shortcuts=shortcuts) as clip:
         info = clip.info
         cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
 
@@ -52,7 +57,10 @@ def run(path: str, *, height: int = 360, hits: int = 300, seed: int = 1234,
             f.release()
         w, h = session.proxy_size()
         minutes = info.duration / 60
+        quality = (_psnr_against_exact(path, session, psnr_frames, (w, h))
+                   if psnr_frames else None)
         return {
+            "shortcuts": shortcuts, "psnr_db": quality,
             "clip": path, "frames": len(clip), "size": [info.width, info.height],
             "proxy_size": [w, h], "spec": session.proxy_spec.key,
             "built": built, "failed": failed,
@@ -74,7 +82,45 @@ def format_table(r: dict[str, Any]) -> str:
         f"  store: {r['bytes_per_frame'] / 1e3:.1f} KB/frame, {r['mb_per_minute']:.1f} MB per "
         "minute of footage",
         f"  proxy hit latency: p50 {r['hit_ms']['p50']:.2f} ms, p99 {r['hit_ms']['p99']:.2f} ms",
+        f"  builder decoder shortcuts: {'on' if r.get('shortcuts', True) else 'off'}"
+        + ("" if not r.get("psnr_db") else
+           f"; PSNR against exact-then-downscale over {r['psnr_db']['frames']} frames: min "
+           f"{r['psnr_db']['min']:.1f}, p5 {r['psnr_db']['p5']:.1f}, mean "
+           f"{r['psnr_db']['mean']:.1f} dB"),
     ])
+
+
+def _psnr_against_exact(path: str, session: Any, frames: int,
+                        size: tuple[int, int]) -> dict[str, float]:
+    """PSNR of stored proxies against the exact frames (a sequential PyAV decode, one thread)
+    area-downscaled to the proxy size: what a proxy costs in fidelity, JPEG and shortcuts in."""
+    import av
+    import simplejpeg
+    from av.video.reformatter import Interpolation, VideoReformatter
+
+    assert session.index is not None and session.store is not None
+    n = session.index.frame_count
+    wanted = set(np.linspace(0, n - 1, min(frames, n)).astype(int).tolist())
+    scaler = VideoReformatter()
+    values = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "SLICE"
+        stream.codec_context.thread_count = 1
+        for k, frame in enumerate(container.decode(stream)):
+            if k in wanted:
+                exact = scaler.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                        interpolation=Interpolation.AREA).to_ndarray()
+                entry = session.store.get_proxy(session.identity, session.stream,
+                                                session.proxy_spec.key, k)
+                if entry is not None:
+                    got = simplejpeg.decode_jpeg(entry[2], colorspace="RGB")
+                    mse = float(np.mean((got.astype(np.float64) - exact) ** 2))
+                    values.append(99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
+            if k >= max(wanted):
+                break
+    return {"frames": len(values), "min": float(np.min(values)),
+            "p5": float(np.percentile(values, 5)), "mean": float(np.mean(values))}
 
 
 def sweep(path: str, *, sizes: tuple[int, ...] = (360, 540),

@@ -485,7 +485,8 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
          cache_dir: str | os.PathLike[str] | None = None,
          backend_options: Mapping[str, Any] | None = None, pool: WorkerPool | None = None,
          max_slots: int = 32, proxies: bool | None = None, proxy_height: int = 360,
-         ram_frames: int = 8, budget: float | str | None = None) -> Clip:
+         ram_frames: int = 8, budget: float | str | None = None,
+         proxy_shortcuts: bool = True) -> Clip:
     """Open video stream ``stream`` (0 = first video stream) of ``path``.
 
     The first open of a source scans it once in a worker; the frame index is stored under
@@ -496,7 +497,9 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     sets ``PHAST_PROXIES=0``); ``ram_frames`` recent EXACT frames
     are kept in memory. ``budget`` is the share of the host's sustainable TDP this clip's work
     may use (default 0.10, or ``$PHAST_BUDGET``; ``"off"``: ungoverned); see
-    :mod:`phast.governor`. Opening itself (the index scan) is not governed. Raises
+    :mod:`phast.governor`. Opening itself (the index scan) is not governed.
+    ``proxy_shortcuts``: the proxy builder's decoder skips what no proxy shows
+    (``phast.backends.software.PROXY_DECODE``; False: proxies of exactly decoded frames). Raises
     :class:`SourceNotFound`, :class:`MediaError` (and subclasses
     ``NoVideoStream``, ``UnsupportedCodec``), :class:`BackendNotFound`, :class:`InvalidArgument`.
     """
@@ -510,11 +513,14 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
         raise InvalidArgument("max_slots must be a positive int")
     if isinstance(ram_frames, bool) or not isinstance(ram_frames, int) or ram_frames < 0:
         raise InvalidArgument("ram_frames must be a non-negative int")
-    proxy_spec = ProxySpec(height=proxy_height)
+    proxy_spec = ProxySpec(height=proxy_height, shortcuts=proxy_shortcuts)
     share = resolve_budget(budget)
     if proxies is None:
         proxies = os.environ.get("PHAST_PROXIES", "1") != "0"
     options = dict(backend_options or {})
+    if "proxy_decode" in options:
+        raise InvalidArgument("backend option 'proxy_decode' is phast's own (its proxy builder "
+                              "sets it); see phast.open(..., proxy_shortcuts=)")
     try:
         json.dumps(options)
     except (TypeError, ValueError) as e:

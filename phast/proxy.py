@@ -26,6 +26,9 @@ class ProxySpec:
 
     height: int = 360
     quality: int = 5  #: 2 (best) .. 31 (smallest), as ``ffmpeg -q:v``
+    #: the builder's decoder may skip what no proxy shows (not part of :attr:`key`: the
+    #: pictures differ invisibly, ``hwbench proxies --psnr`` measures by how much)
+    shortcuts: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.height, int) and 16 <= self.height <= 4320):

@@ -122,9 +122,12 @@ class Session:
     def twin(self) -> Session:
         """A second session of the same clip and index (its own decoder, maybe another worker):
         proxy building runs there without moving the playhead's decoder."""
-        twin = Session(self.path, self.stream, self.backend, self.spec, self.options, self.pool,
-                       4, store=self.store, identity=self.identity, proxy_spec=self.proxy_spec,
-                       ram_frames=0, worker=self.pool.build_worker())
+        # its decoder makes proxies only: decoder shortcuts no proxy shows (PROXY_DECODE)
+        options = {**self.options, "proxy_decode": self.proxy_spec.shortcuts}
+        twin = Session(self.path, self.stream, self.backend, self.spec, options, self.pool, 4,
+                       store=self.store,
+                       identity=self.identity, proxy_spec=self.proxy_spec, ram_frames=0,
+                       worker=self.pool.build_worker())
         twin.index, twin.source = self.index, self.source
         twin.account = self.account
         twin.proxy_missing = self.proxy_missing  # what the twin builds is no longer missing

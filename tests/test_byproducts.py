@@ -123,3 +123,26 @@ def test_the_builder_builds_where_the_user_is(make, cache_dir, pool, playhead,
             assert run is not None and run[0] == first_runs + 1 and len(run) == 24
         finally:
             builder.session.close()
+
+
+def test_proxy_shortcuts_are_the_builders_own(make, cache_dir, pool) -> None:
+    """The builder decodes with proxy-only shortcuts; the clip's own decoder never does (its
+    frames are EXACT), and an editor cannot ask for them as a backend option."""
+    path = make(CLIP)
+    with pytest.raises(phast.InvalidArgument, match="proxy_shortcuts"):
+        phast.open(path, cache_dir=cache_dir, pool=pool, backend_options={"proxy_decode": True})
+    with phast.open(path, cache_dir=cache_dir, pool=pool, proxies=False, budget="off") as clip:
+        s = clip._session
+        assert "proxy_decode" not in s.options
+        twin = s.twin()
+        try:
+            assert twin.options["proxy_decode"] is True
+        finally:
+            twin.close()
+    with phast.open(path, cache_dir=cache_dir, pool=pool, proxies=False, budget="off",
+                    proxy_shortcuts=False) as clip:
+        twin = clip._session.twin()
+        try:
+            assert twin.options["proxy_decode"] is False
+        finally:
+            twin.close()
