@@ -14,6 +14,10 @@ Which chunk comes next is decided when the previous one is done, from where the 
        forward), then those behind, nearest first: a scrub or a step back lands there
     3. (the rest, by the same order: the playhead is somewhere)
 
+A group being built is finished first unless the user has settled in another one (the last
+requests all in it): moving to another group costs a seek and a decode up to where building
+stopped, and a playhead that jumps about (random access) would make every chunk pay that.
+
 Frames that have a proxy by then (another editor, or a by-product of the clip's own decodes,
 :meth:`Session._byproducts_wanted`) are skipped and counted as done.
 """
@@ -24,7 +28,7 @@ import bisect
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,15 +46,16 @@ BEHIND_WEIGHT = 2
 class ProxyBuilder:
     """Builds the proxies of one clip; ``start()`` in the background or ``run()`` blocking.
 
-    ``playhead()`` says where the user is (the display index last asked for, or None).
+    ``playhead()`` says where the user is: the display indices last asked for, latest last
+    (empty: nowhere yet).
     """
 
     def __init__(self, session: Session, *, full: bool = True,
-                 playhead: Callable[[], int | None] | None = None) -> None:
+                 playhead: Callable[[], Sequence[int]] | None = None) -> None:
         assert session.index is not None and session.store is not None
         self.session = session
         self.full = full
-        self._playhead = playhead or (lambda: None)
+        self._playhead = playhead or (lambda: ())
         index = session.index
         n = index.frame_count
         have = session.proxies_known()
@@ -71,20 +76,23 @@ class ProxyBuilder:
         self._stopped = threading.Event()
         self._finished = threading.Event()
         self._current: Job | None = None
+        self._building: int | None = None  # the group of pictures being built
         self._lock = threading.Lock()
 
     # -- the plan ---------------------------------------------------------------------------------
     def _next_chunk(self) -> list[int] | None:
         """The next chunk to build (see the module docstring); None when all is built."""
         have = self.session.proxies_known()
-        p = self._playhead()
+        recent = list(self._playhead())
+        p = recent[-1] if recent else None
         while self._keys:
             k = self._keys.pop(self._nearest_key(p))
             if not have[k]:
                 return [k]
             self.done += 1
         while self._groups:
-            start = self._next_group(p)
+            start = self._next_group(p, recent)
+            self._building = start
             todo = self._groups[start]
             chunk = [i for i in todo[:RUN_CHUNK] if not have[i]]
             self.done += min(RUN_CHUNK, len(todo)) - len(chunk)
@@ -100,10 +108,17 @@ class ProxyBuilder:
             return 0
         return int(np.argmin([abs(k - p) for k in self._keys]))
 
-    def _next_group(self, p: int | None) -> int:
+    def _group_of(self, i: int) -> int:
+        return self._starts[max(0, bisect.bisect_right(self._starts, i) - 1)]
+
+    def _next_group(self, p: int | None, recent: list[int]) -> int:
+        settled = len(recent) >= 2 and len({self._group_of(i) for i in recent}) == 1
+        if self._building in self._groups and not (settled and p is not None
+                                                    and self._group_of(p) != self._building):
+            return self._building  # go on where the decoder is
         if p is None:
             return min(self._groups)
-        here = self._starts[max(0, bisect.bisect_right(self._starts, p) - 1)]
+        here = self._group_of(p)
 
         def cost(start: int) -> int:
             if start == here:

@@ -375,12 +375,12 @@ class Clip:
         return f"<phast.Clip {self.path!r} backend={self.backend} {state}>"
 
 
-def _playhead_of(session: weakref.ref[Session]) -> Callable[[], int | None]:
-    """Where the user is in a session: the frame last asked for (the builder builds there).
-    Weak: a builder must not keep its clip's session alive."""
-    def playhead() -> int | None:
+def _playhead_of(session: weakref.ref[Session]) -> Callable[[], tuple[int, ...]]:
+    """Where the user is in a session: the frames last asked for, latest last (the builder
+    builds there). Weak: a builder must not keep its clip's session alive."""
+    def playhead() -> tuple[int, ...]:
         s = session()
-        return s.recent[-1] if s is not None and s.recent else None
+        return tuple(s.recent) if s is not None else ()
     return playhead
 
 

@@ -113,7 +113,8 @@ def test_the_builder_builds_where_the_user_is(make, cache_dir, pool, playhead,
     path = make(CLIP)
     with phast.open(path, cache_dir=cache_dir, pool=pool, proxy_height=48, budget="off",
                     proxies=False) as clip:
-        builder = ProxyBuilder(clip._session.twin(), playhead=lambda: playhead)
+        builder = ProxyBuilder(clip._session.twin(),
+                               playhead=lambda: () if playhead is None else (playhead,))
         try:
             keys = [builder._next_chunk(), builder._next_chunk()]
             assert sorted(c[0] for c in keys if c) == [0, 60]
@@ -146,3 +147,27 @@ def test_proxy_shortcuts_are_the_builders_own(make, cache_dir, pool) -> None:
             assert twin.options["proxy_decode"] is False
         finally:
             twin.close()
+
+
+def test_the_builder_finishes_a_group_unless_the_user_settles_elsewhere(make, cache_dir,
+                                                                     pool) -> None:
+    """A playhead jumping about does not drag building from group to group (each move costs
+    a seek); one that stays in another group does."""
+    from phast.builder import ProxyBuilder
+
+    path = make(CLIP)
+    where: list[int] = []
+    with phast.open(path, cache_dir=cache_dir, pool=pool, proxy_height=48, budget="off",
+                    proxies=False) as clip:
+        builder = ProxyBuilder(clip._session.twin(), playhead=lambda: tuple(where))
+        try:
+            while builder._keys:
+                builder._next_chunk()
+            where[:] = [5]
+            assert builder._next_chunk()[0] == 1  # type: ignore[index]  # group 0..59
+            where[:] = [70, 3, 80]  # jumping about: group 0 goes on
+            assert builder._next_chunk()[0] == 25  # type: ignore[index]
+            where[:] = [70, 75, 80]  # settled in the group from 60
+            assert builder._next_chunk()[0] == 61  # type: ignore[index]
+        finally:
+            builder.session.close()
