@@ -10,9 +10,8 @@ Which chunk comes next is decided when the previous one is done, from where the 
 
     1. keyframes, nearest the playhead first: each stands in for its whole group of pictures
        (the NEAREST tier), and costs one intra decode
-    2. the group of pictures holding the playhead -- from the playhead on, then its start --
-       then those ahead of it (playback goes forward), then those behind, nearest first: a
-       scrub or a step back lands there
+    2. the group of pictures holding the playhead, then those ahead of it (playback goes
+       forward), then those behind, nearest first: a scrub or a step back lands there
     3. (the rest, by the same order: the playhead is somewhere)
 
 A group being built is finished first unless the user has settled in another one (the last
@@ -95,15 +94,9 @@ class ProxyBuilder:
             start = self._next_group(p, recent)
             self._building = start
             todo = self._groups[start]
-            # in the playhead's group, the frames ahead of it first (playback goes there)
-            at = bisect.bisect_left(todo, p) if p is not None and self._group_of(p) == start \
-                else 0
-            if at >= len(todo):
-                at = 0
-            taken = todo[at:at + RUN_CHUNK]
-            del todo[at:at + RUN_CHUNK]
-            chunk = [i for i in taken if not have[i]]
-            self.done += len(taken) - len(chunk)
+            chunk = [i for i in todo[:RUN_CHUNK] if not have[i]]
+            self.done += min(RUN_CHUNK, len(todo)) - len(chunk)
+            del todo[:RUN_CHUNK]
             if not todo:
                 del self._groups[start]
             if chunk:
