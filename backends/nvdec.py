@@ -1,13 +1,13 @@
 """The NVDEC backend: NVIDIA hardware decoding into device memory, handed over by CUDA IPC.
 
-Indexing and positioning are the software backend's (:class:`SoftwareBackend`): the same PyAV
-demux index, the same seeks to the start keyframe, the same per-frame checks against the index.
-Only the decoder differs: each demuxed packet goes, in Annex-B form (FFmpeg's
-``h264_mp4toannexb``/``hevc_mp4toannexb`` bitstream filters), to PyNvVideoCodec's NVDEC decoder,
-tagged with its decode position as its PTS; each decoded surface comes back with that tag, so
-it maps to a display index exactly as a software frame does. PyAV's demuxer is used rather than
-PyNvVideoCodec's so that one demuxer defines packet positions, seeks and frame numbering for
-every backend.
+Indexing and positioning are the software backend's (:class:`SoftwareBackend`): the same PyAV demux
+index, the same seeks to the start keyframe, the same per-frame checks against the index. Only the
+decoder differs (:class:`NvdecDecoder`, injected): each demuxed packet goes, in Annex-B form
+(FFmpeg's ``h264_mp4toannexb``/``hevc_mp4toannexb`` bitstream filters), to PyNvVideoCodec's NVDEC
+decoder, tagged with its decode position as its PTS; each decoded surface comes back with that tag,
+so it maps to a display index exactly as a software frame does. PyAV's demuxer is used rather than
+PyNvVideoCodec's so that one demuxer defines packet positions, seeks and frame numbering for every
+backend.
 
 Memory ownership (the rules ``docs/architecture.md`` states):
 
@@ -65,11 +65,11 @@ from phast.errors import (
     PhastError,
     UnsupportedCodec,
 )
-from phast.index import KEY
 
+from .avframes import Tag, av, frame_planes, frame_pos
 from .base import DecodedFrame, PlaneLayout, ProbeResult, SlotTooSmall, check_format
 from .crosscheck import CrossChecked, planes_crc
-from .software import _frame_pos, _Tag, av, frame_planes
+from .decoder import AvDecoder
 
 #: Codecs fed to NVDEC here (those with an Annex-B filter in FFmpeg); 8-bit 4:2:0 only.
 NVDEC_CODECS = frozenset({"h264", "hevc"})
@@ -235,7 +235,7 @@ class NvFrame:
                  key_frame: bool) -> None:
         self.nv12 = nv12
         self.width, self.height = width, height
-        self.opaque = _Tag(pos)
+        self.opaque = Tag(pos)
         self.pts = pts
         self.key_frame = key_frame
         self.planes = (_Plane(int(nv12.nbytes)),)
@@ -271,6 +271,19 @@ def device_error(error: BaseException, what: str, *, opening: bool = False) -> P
         return (CannotHandle if opening else UnsupportedCodec)(
             f"NVDEC cannot decode this stream on this GPU ({detail})")
     return DeviceError(detail)
+
+
+@contextlib.contextmanager
+def device_call(what: str, *, opening: bool = False) -> Iterator[None]:
+    """Turn what a GPU library raises in the block into a typed error (:func:`device_error`),
+    chained to the original; what passes through unchanged is re-raised as it is."""
+    try:
+        yield
+    except Exception as e:
+        mapped = device_error(e, what, opening=opening)
+        if mapped is None:
+            raise
+        raise mapped from e
 
 
 class NvdecBackend(CrossChecked):
@@ -336,148 +349,45 @@ class NvdecBackend(CrossChecked):
 
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
                  progress: Callable[[], None]) -> None:
-        import cupy as cp
-        import PyNvVideoCodec as nvc
-
-        self._cp, self._nvc = cp, nvc
-        self._opening = True  # PyNvVideoCodec's "unsupported" is CannotHandle until open is done
-        # NVDEC decodes every packet it is given: no NONREF skipping on long seeks.
-        super().__init__(path, stream=stream, options={**options, "skip_nonref": False},
-                         progress=progress)
+        self._pool: DevicePool | None = None
+        super().__init__(path, stream=stream, options=options, progress=progress)
         try:
-            codec = self._cc.name
-            if codec not in NVDEC_CODECS:
-                raise CannotHandle(f"NVDEC is fed {', '.join(sorted(NVDEC_CODECS))} here, "
-                                   f"not {codec!r}")
-            self._gpu = int(options.get("gpu", 0))
-            cs = getattr(self._cc, "colorspace", None)
+            decoder = self._nvdec
+            cc = decoder.cc
+            cs = getattr(cc, "colorspace", None)
             self._bt709 = int(cs or 0) == 1  # AVCOL_SPC_BT709, as swscale reads the frame's
-            rng = getattr(self._cc, "color_range", None)
-            self._full = int(rng or 0) == 2 or self._cc.pix_fmt == "yuvj420p"
-            self._pts_of: dict[int, int | None] = {}
-            self._pool = DevicePool(cp)
-            self._bsf: Any = None
-            self._decoder: Any = None
-            self._fresh = False
-            self._new_decoder()
+            rng = getattr(cc, "color_range", None)
+            self._full = int(rng or 0) == 2 or cc.pix_fmt == "yuvj420p"
+            self._pool = DevicePool(decoder.cp)
             self._check_first_packet()
         except BaseException:
             self.close()
             raise
-        self._opening = False
+        decoder.opening = False
 
-    # -- the decoder ----------------------------------------------------------------------------
-    def _new_decoder(self) -> None:
-        from av.bitstream import BitStreamFilterContext
+    def make_decoder(self, options: Mapping[str, Any]) -> AvDecoder:
+        import cupy as cp
+        import PyNvVideoCodec as nvc
 
-        self._bsf = BitStreamFilterContext(f"{self._cc.name}_mp4toannexb", self._stream)
-        codec = {"h264": self._nvc.cudaVideoCodec.H264,
-                 "hevc": self._nvc.cudaVideoCodec.HEVC}[self._cc.name]
-        with self._device_call("creating the NVDEC decoder"):
-            self._cp.cuda.Device(self._gpu).use()
-            self._decoder = self._nvc.CreateDecoder(gpuid=self._gpu, codec=codec,
-                                                    cudacontext=0, cudastream=0,
-                                                    usedevicememory=True)
-        self._fresh = True
+        self._nvdec = NvdecDecoder(cp, nvc, int(options.get("gpu", 0)),
+                                   threads=int(options.get("threads", 0)))
+        return self._nvdec
 
     def _check_first_packet(self) -> None:
         """Give NVDEC the stream's first packet now: a GPU without the stream's profile, level
         or size raises ``PyNvVCExceptionUnsupported`` when it parses the sequence header --
         :class:`CannotHandle` here, so ``auto`` tries the next backend, not an error at the
         first frame."""
+        p = self._pipeline
         try:
-            for pkt in self._container.demux(self._stream):
-                if not pkt.size:
-                    continue
-                for p in self._bsf.filter(pkt):
-                    payload = np.frombuffer(bytes(p), np.uint8)
-                    pd = self._nvc.PacketData()
-                    pd.bsl_data = int(payload.ctypes.data)
-                    pd.bsl = len(payload)
-                    self._fresh = False
-                    with self._device_call("checking the stream on NVDEC"):
-                        for _ in self._decoder.Decode(pd):
-                            pass  # pictures of this check are not kept
-                    del payload  # alive until Decode returned
-                break
+            for pkt in p.demux.container.demux(p.demux.stream):
+                if pkt.size:
+                    self._nvdec.check(pkt)
+                    break
         except av.FFmpegError:
             pass  # a damaged first packet: the software reference indexes and marks damage
         finally:
-            self._open_container()  # from byte 0 again, with a fresh decoder
-
-    def _open_container(self) -> None:
-        super()._open_container()
-        if getattr(self, "_pool", None) is not None:
-            self._flush_decoder()  # the filter belongs to the old container's stream
-
-    @contextlib.contextmanager
-    def _device_call(self, what: str) -> Iterator[None]:
-        """Turn what a GPU call raises in the block into a typed error (:func:`device_error`);
-        after one, the next request decodes with a fresh decoder."""
-        try:
-            yield
-        except Exception as e:
-            mapped = device_error(e, what, opening=self._opening)
-            if mapped is None:
-                raise
-            self._reset_run()  # no warm continuation through a decoder that failed
-            self._fresh = False
-            raise mapped from e
-
-    def _flush_decoder(self) -> None:
-        # NVDEC has no flush-without-output: a fresh decoder (and filter) starts a new run.
-        self._pts_of.clear()
-        if not self._fresh:
-            self._new_decoder()
-
-    def _decode_packet(self, pkt: Any) -> list[Any]:
-        if pkt is None:
-            packets = list(self._bsf.filter(None))
-            out = []
-            for p in packets:
-                out += self._send(bytes(p), self._tag_of(p))
-            return out + self._send(b"", None)  # an empty packet flushes NVDEC
-        pos = pkt.opaque.pos
-        self._pts_of[pos] = pkt.pts
-        out = []
-        for p in self._bsf.filter(pkt):
-            out += self._send(bytes(p), pos)
-        return out
-
-    @staticmethod
-    def _tag_of(p: Any) -> int | None:
-        tag = getattr(p, "opaque", None)
-        return tag.pos if isinstance(tag, _Tag) else None
-
-    def _send(self, payload: bytes, pos: int | None) -> list[NvFrame]:
-        nvc = self._nvc
-        data = np.frombuffer(payload, np.uint8) if payload else np.zeros(1, np.uint8)
-        pd = nvc.PacketData()
-        pd.bsl_data = int(data.ctypes.data)
-        pd.bsl = len(payload)
-        if pos is not None:
-            pd.pts = pos  # comes back on the frame: which packet made it
-        frames = []
-        self._fresh = False
-        with self._device_call("NVDEC decoding"):
-            for f in self._decoder.Decode(pd):
-                frames.append(self._keep_surface(f))
-        del data  # alive until Decode returned: NVDEC reads the bytes in the call
-        return frames
-
-    def _keep_surface(self, f: Any) -> NvFrame:
-        """Copy a decoder surface into worker-owned memory so NVDEC can reuse the surface."""
-        cp = self._cp
-        src = cp.from_dlpack(f)
-        if src.ndim == 3:
-            src = src.reshape(src.shape[0], src.shape[1])
-        w, h = self._cc.width, self._cc.height
-        if src.shape[0] < h + (h + 1) // 2 or src.shape[1] < w:
-            raise DecodeError(f"NVDEC surface {src.shape} is smaller than a {w}x{h} NV12 frame")
-        pos = int(f.getPTS())
-        idx = self._index
-        key = bool(idx is not None and 0 <= pos < len(idx.pkt_flags) and idx.pkt_flags[pos] & KEY)
-        return NvFrame(cp.array(src, copy=True), w, h, pos, self._pts_of.pop(pos, None), key)
+            p.reopen()  # from byte 0 again, with a fresh decoder
 
     # -- the cross-check (backends/crosscheck.py) -----------------------------------------------
     def _picture_crc(self, frame: Any) -> int:
@@ -486,14 +396,13 @@ class NvdecBackend(CrossChecked):
         if not isinstance(frame, NvFrame):
             return super()._picture_crc(frame)
         y, uv = frame.split()
-        with self._device_call("reading a picture back for the cross-check"):
-            host_y, host_uv = self._cp.asnumpy(y), self._cp.asnumpy(uv)
+        with self._nvdec.device_call("reading a picture back for the cross-check"):
+            host_y, host_uv = self._nvdec.cp.asnumpy(y), self._nvdec.cp.asnumpy(uv)
         return planes_crc([host_y, host_uv[:, 0::2], host_uv[:, 1::2]])
 
     def _disagreement(self, j: int) -> None:
         super()._disagreement(j)
-        self._decoder = None  # the software decoder serves from now on: free the NVDEC session
-        self._fresh = True
+        self._nvdec.close()  # the software decoder serves from now on: free the NVDEC session
 
     def _nv_frame(self, index: int) -> NvFrame:
         """Frame ``index`` as NV12 in device memory: NVDEC's picture, or after a disagreement
@@ -508,9 +417,9 @@ class NvdecBackend(CrossChecked):
         nv12[:h, :w] = y
         nv12[h:, 0:2 * cw:2] = u
         nv12[h:, 1:2 * cw:2] = v
-        with self._device_call("uploading a software picture"):
-            dev = self._cp.asarray(nv12)
-        return NvFrame(dev, w, h, _frame_pos(frame) or 0, frame.pts, bool(frame.key_frame))
+        with self._nvdec.device_call("uploading a software picture"):
+            dev = self._nvdec.cp.asarray(nv12)
+        return NvFrame(dev, w, h, frame_pos(frame) or 0, frame.pts, bool(frame.key_frame))
 
     # -- frames ---------------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
@@ -522,8 +431,8 @@ class NvdecBackend(CrossChecked):
         if format == "native":
             planes = [y, uv]
         else:
-            rgb = self._cp.empty((h, w, 3), self._cp.uint8)
-            with self._device_call("NV12 to RGB"):
+            rgb = self._nvdec.cp.empty((h, w, 3), self._nvdec.cp.uint8)
+            with self._nvdec.device_call("NV12 to RGB"):
                 nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             planes = [rgb.reshape(h, w * 3)]
         needed = sum(int(p.shape[0] * p.shape[1]) for p in planes)
@@ -531,10 +440,10 @@ class NvdecBackend(CrossChecked):
             raise SlotTooSmall(needed)
         dst = np.frombuffer(out, np.uint8)
         layouts, offset = [], 0
-        with self._device_call("copying to the host"):
+        with self._nvdec.device_call("copying to the host"):
             for p in planes:
                 rows, row_bytes = int(p.shape[0]), int(p.shape[1])
-                dst[offset:offset + rows * row_bytes] = self._cp.asnumpy(p).reshape(-1)
+                dst[offset:offset + rows * row_bytes] = self._nvdec.cp.asnumpy(p).reshape(-1)
                 layouts.append(PlaneLayout(offset, rows, row_bytes))
                 offset += rows * row_bytes
         return DecodedFrame(w, h, "nv12" if format == "native" else format, 1, tuple(layouts),
@@ -547,7 +456,7 @@ class NvdecBackend(CrossChecked):
 
         frame = self._nv_frame(index)
         y, uv = frame.split()
-        with self._device_call("making a proxy on the GPU"):
+        with self._nvdec.device_call("making a proxy on the GPU"):
             return np.asarray(cuda.default().proxy(
                 [y, uv], "nv12", (height, width), host=True,
                 **_colour(self._bt709, self._full)))
@@ -561,7 +470,7 @@ class NvdecBackend(CrossChecked):
         w, h = frame.width, frame.height
         y, uv = frame.split()
         planes: tuple[DevicePlane, ...]
-        with self._device_call("writing a device slot"):
+        with self._nvdec.device_call("writing a device slot"):
             if format == "native":
                 ypitch, uvpitch = _align(w), _align(int(uv.shape[1]))
                 nbytes = ypitch * h + uvpitch * int(uv.shape[0])
@@ -580,17 +489,146 @@ class NvdecBackend(CrossChecked):
                 rgb = self._pool.view(alloc, off, (h, w, 3), (pitch, 3, 1))
                 nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             # The editor reads on its own stream: the pixels must be there when we answer.
-            self._cp.cuda.Device().synchronize()
+            self._nvdec.cp.cuda.Device().synchronize()
             handle = self._pool.handle(alloc)
         return DeviceRecord(w, h, "nv12" if format == "native" else format, 1, frame.key_frame,
                            alloc, self._pool.size(alloc), handle, planes)
 
     def close(self) -> None:
         try:
-            super().close()
+            super().close()  # the decoder too
         finally:
-            self._decoder = None
-            self._bsf = None
-            pool = getattr(self, "_pool", None)
-            if pool is not None:
-                pool.close()
+            if self._pool is not None:
+                self._pool.close()
+
+
+class NvdecDecoder(AvDecoder):
+    """PyNvVideoCodec's NVDEC decoder, fed PyAV's packets in Annex-B form, each tagged with its
+    decode position as PTS (the surface comes back with it). The stream's PyAV codec context
+    is kept for its facts (size, colour) and never decodes.
+
+    NVDEC has no flush-without-output: a fresh decoder (and filter) starts each new run. After a
+    GPU call fails (:meth:`device_call`) the next positioning starts a fresh decoder too.
+    """
+
+    av_frames = False  # surfaces live in device memory (NvFrame)
+    can_skip = False  # NVDEC decodes every packet it is given: no NONREF skipping
+
+    def __init__(self, cupy: Any, nvc: Any, gpu: int, *, threads: int = 0) -> None:
+        super().__init__(threads=threads)
+        self.cp, self.nvc, self.gpu = cupy, nvc, gpu
+        #: PyNvVideoCodec's "unsupported" is CannotHandle until the backend is open
+        self.opening = True
+        self.fresh = False  #: no packet sent since the decoder was created
+        self._decoder: Any = None
+        self._bsf: Any = None
+        self._stream: Any = None
+        self._packets: dict[int, tuple[int | None, bool]] = {}  # position -> (pts, keyframe)
+
+    def attach(self, stream: Any, *, frame_threads: bool) -> None:
+        from av.bitstream import BitStreamFilterContext
+
+        super().attach(stream, frame_threads=frame_threads)
+        if self.cc.name not in NVDEC_CODECS:
+            raise CannotHandle(f"NVDEC is fed {', '.join(sorted(NVDEC_CODECS))} here, "
+                               f"not {self.cc.name!r}")
+        self._stream = stream
+        self._packets.clear()
+        # the filter belongs to its container's stream: a new one for every container
+        self._bsf = BitStreamFilterContext(f"{self.cc.name}_mp4toannexb", stream)
+        if self._decoder is None or not self.fresh:
+            self._new_decoder()
+
+    def _new_decoder(self) -> None:
+        codec = {"h264": self.nvc.cudaVideoCodec.H264,
+                 "hevc": self.nvc.cudaVideoCodec.HEVC}[self.cc.name]
+        with self.device_call("creating the NVDEC decoder"):
+            self.cp.cuda.Device(self.gpu).use()
+            self._decoder = self.nvc.CreateDecoder(gpuid=self.gpu, codec=codec,
+                                                   cudacontext=0, cudastream=0,
+                                                   usedevicememory=True)
+        self.fresh = True
+
+    @contextlib.contextmanager
+    def device_call(self, what: str) -> Iterator[None]:
+        """Turn what a GPU call raises in the block into a typed error (:func:`device_error`);
+        after one, the next positioning starts a fresh decoder (and the pipeline drops its
+        run: no warm continuation through a decoder that failed)."""
+        try:
+            with device_call(what, opening=self.opening):
+                yield
+        except PhastError:
+            self.fresh = False
+            raise
+
+    def check(self, pkt: Any) -> None:
+        """Decode one packet and drop its pictures (the open's profile check)."""
+        for p in self._bsf.filter(pkt):
+            payload = np.frombuffer(bytes(p), np.uint8)
+            pd = self.nvc.PacketData()
+            pd.bsl_data = int(payload.ctypes.data)
+            pd.bsl = len(payload)
+            self.fresh = False
+            with self.device_call("checking the stream on NVDEC"):
+                for _ in self._decoder.Decode(pd):
+                    pass  # pictures of this check are not kept
+            del payload  # alive until Decode returned
+
+    def flush(self) -> None:
+        self._packets.clear()
+        if not self.fresh:
+            from av.bitstream import BitStreamFilterContext
+
+            self._bsf = BitStreamFilterContext(f"{self.cc.name}_mp4toannexb", self._stream)
+            self._new_decoder()
+
+    def decode(self, packet: Any) -> list[Any]:
+        if packet is None:
+            out = []
+            for p in self._bsf.filter(None):
+                out += self._send(bytes(p), _tag_of(p))
+            return out + self._send(b"", None)  # an empty packet flushes NVDEC
+        pos = packet.opaque.pos
+        self._packets[pos] = (packet.pts, bool(packet.is_keyframe))
+        out = []
+        for p in self._bsf.filter(packet):
+            out += self._send(bytes(p), pos)
+        return out
+
+    def _send(self, payload: bytes, pos: int | None) -> list[NvFrame]:
+        nvc = self.nvc
+        data = np.frombuffer(payload, np.uint8) if payload else np.zeros(1, np.uint8)
+        pd = nvc.PacketData()
+        pd.bsl_data = int(data.ctypes.data)
+        pd.bsl = len(payload)
+        if pos is not None:
+            pd.pts = pos  # comes back on the frame: which packet made it
+        frames = []
+        self.fresh = False
+        with self.device_call("NVDEC decoding"):
+            for f in self._decoder.Decode(pd):
+                frames.append(self._keep_surface(f))
+        del data  # alive until Decode returned: NVDEC reads the bytes in the call
+        return frames
+
+    def _keep_surface(self, f: Any) -> NvFrame:
+        """Copy a decoder surface into worker-owned memory so NVDEC can reuse the surface."""
+        cp = self.cp
+        src = cp.from_dlpack(f)
+        if src.ndim == 3:
+            src = src.reshape(src.shape[0], src.shape[1])
+        w, h = self.cc.width, self.cc.height
+        if src.shape[0] < h + (h + 1) // 2 or src.shape[1] < w:
+            raise DecodeError(f"NVDEC surface {src.shape} is smaller than a {w}x{h} NV12 frame")
+        pos = int(f.getPTS())
+        pts, key = self._packets.pop(pos, (None, False))
+        return NvFrame(cp.array(src, copy=True), w, h, pos, pts, key)
+
+    def close(self) -> None:
+        self._decoder = None  # frees the NVDEC session
+        self._bsf = None
+
+
+def _tag_of(p: Any) -> int | None:
+    tag = getattr(p, "opaque", None)
+    return tag.pos if isinstance(tag, Tag) else None
