@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import FrameOutOfRange
 from .frame import Frame
+from .jobs import image_job
 from .types import PACKED_LAYOUT, Quality
 
 if TYPE_CHECKING:
@@ -168,12 +169,8 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         return None
     job_run: Callable[[Any], Frame] = lambda proc: session.run_image(  # noqa: E731
         proc, data, (width, height), i, fmt, quality, shows)
-    from .supervisor import PLAYHEAD, Job
-
-    job = Job(job_run, priority=PLAYHEAD)
     # Paid, but never held back: the floor of the budget (see the module docstring).
-    job.account, job.kind, job.budgeted = session.account, "image", True
-    job.metered = False  # ~1 ms: charged at the governor's next measurement
+    job = image_job(job_run, account=session.account)
     try:
         worker = session.pool.image_worker()
         if worker.busy_for() > IMAGE_STALLED:
