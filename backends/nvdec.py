@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -60,14 +59,21 @@ from phast.errors import (
     CannotHandle,
     DecodeError,
     DeviceError,
-    InvalidArgument,
     MediaError,
     PhastError,
     UnsupportedCodec,
 )
 
 from .avframes import Tag, av, frame_planes, frame_pos
-from .base import DecodedFrame, PlaneLayout, ProbeResult, SlotTooSmall, check_format
+from .base import (
+    DecodedFrame,
+    DevicePlane,
+    DeviceRecord,
+    PlaneLayout,
+    ProbeResult,
+    SlotTooSmall,
+    check_format,
+)
 from .crosscheck import CrossChecked, planes_crc
 from .decoder import AvDecoder
 
@@ -101,31 +107,6 @@ FIX = "pip install 'phast[nvdec]' (PyNvVideoCodec and cupy-cuda12x) on a host wi
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-@dataclass(frozen=True)
-class DevicePlane:
-    """One plane in device memory: ``rows`` rows of ``row_bytes`` bytes, ``pitch`` apart."""
-
-    offset: int
-    rows: int
-    row_bytes: int
-    pitch: int
-
-
-@dataclass(frozen=True)
-class DeviceRecord:
-    """What :meth:`NvdecBackend.decode_device` wrote: the device half of a completion record."""
-
-    width: int
-    height: int
-    pix_fmt: str
-    itemsize: int
-    key_frame: bool
-    alloc: int
-    alloc_size: int
-    handle: bytes
-    planes: tuple[DevicePlane, ...]
 
 
 class DevicePool:
@@ -463,9 +444,7 @@ class NvdecBackend(CrossChecked):
 
     def decode_device(self, index: int, format: str, slot: int) -> DeviceRecord:
         """Decode frame ``index`` into device slot ``slot`` (a region the worker owns)."""
-        if format not in self.formats:
-            raise InvalidArgument(f"backend 'nvdec' writes {', '.join(self.formats)}, "
-                                  f"not {format!r}")
+        check_format(self, format)
         frame = self._nv_frame(index)
         w, h = frame.width, frame.height
         y, uv = frame.split()
