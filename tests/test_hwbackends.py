@@ -22,7 +22,7 @@ import pytest
 
 import phast
 from phast import registry
-from phast.cli import main, probe_backend
+from phast.cli import main
 from phast.devframe import (
     DeviceMappings,
     DeviceSlots,
@@ -31,6 +31,7 @@ from phast.devframe import (
     mappings_for,
 )
 from phast.errors import BackendUnavailable, DecodeError, ProtocolViolation, WorkerCrashed
+from phast.probe import probe_backend
 from phast.supervisor import Process, WorkerConfig
 
 HANDLE = bytes(range(64))
