@@ -37,8 +37,9 @@ Error signalling (from ``__init__``, ``build_index``, ``use_index``, ``decode``)
   ``DecodeError`` from ``decode`` refuses one frame; other frames keep working.
 * :class:`phast.errors.IndexMismatch` -- decoded frames disagree with the index: phast calls
   ``build_index(full_decode=True)`` and retries.
-* :class:`SlotTooSmall` from ``decode`` -- ``out`` cannot hold the frame (raise it before
-  writing): phast grants a bigger buffer and calls ``decode`` again for the same frame.
+* :class:`~phast.errors.SlotTooSmall` (also importable from here) from ``decode`` -- ``out``
+  cannot hold the frame (raise it before writing): phast grants a bigger buffer and calls
+  ``decode`` again for the same frame.
 * :class:`phast.errors.InvalidArgument` from ``decode`` -- a ``format`` outside
   :attr:`Backend.formats`.
 * Anything else, and any crash or hang, means a broken worker: it is killed, a fresh one retries
@@ -58,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from phast.errors import InvalidArgument, MediaError
+from phast.errors import InvalidArgument, MediaError, SlotTooSmall
 from phast.index import (
     KEY,
     NOPTS,
@@ -83,17 +84,6 @@ class ProbeResult:
     available: bool
     reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
-
-
-class SlotTooSmall(Exception):
-    """Raised by :meth:`Backend.decode` when ``out`` is smaller than the frame needs.
-
-    ``needed`` is the number of bytes the frame needs in the requested format.
-    """
-
-    def __init__(self, needed: int) -> None:
-        super().__init__(f"frame needs {needed} bytes")
-        self.needed = needed
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def device_error(error: BaseException, what: str, *, opening: bool = False) -> P
     """The typed phast error for ``error``, raised by a GPU library during ``what``; None for
     what passes through unchanged.
 
-    Unchanged: phast's own errors and :class:`SlotTooSmall` (already typed), FFmpeg's (the
+    Unchanged: phast's own errors (``SlotTooSmall`` included: already typed), FFmpeg's (the
     software machinery reads them), a host ``MemoryError`` (the worker exits), and what is not
     an ``Exception`` (interrupts, exits). PyNvVideoCodec's classes are told apart by name along
     the MRO (the module may be absent; pybind11 registers both on ``Exception``):
@@ -244,7 +244,7 @@ def device_error(error: BaseException, what: str, *, opening: bool = False) -> P
     ``ValueError``...), an API that changed (``AttributeError``) -- is :class:`DeviceError`:
     the worker exits, since its CUDA context may be poisoned.
     """
-    if isinstance(error, (PhastError, SlotTooSmall, av.FFmpegError)) \
+    if isinstance(error, (PhastError, av.FFmpegError)) \
             or not isinstance(error, Exception) or type(error) is MemoryError:
         return None
     detail = f"{what}: {type(error).__name__}: {error}"

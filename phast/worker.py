@@ -51,7 +51,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from phast import avlog, protocol, sandbox
-from phast.errors import CannotHandle, DeviceError, PhastError
+from phast.errors import CannotHandle, DeviceError, PhastError, SlotTooSmall
 from phast.index import FrameIndex
 
 if TYPE_CHECKING:
@@ -292,8 +292,6 @@ class Server:
 
     @staticmethod
     def _rgb_frame(backend: Any, i: int, scratch: memoryview, wrap: Any) -> Any:
-        from phast.backends.base import SlotTooSmall
-
         while True:
             try:
                 d = backend.decode(i, "rgb24", scratch)
@@ -345,8 +343,6 @@ class Server:
 
     # -- loop -------------------------------------------------------------------------------
     def serve(self) -> None:
-        from phast.backends.base import SlotTooSmall as _SlotTooSmall
-
         while True:
             self.read_ahead()
             try:
@@ -373,7 +369,7 @@ class Server:
                     self.reply({"error": True, "type": "DeviceError", "message": str(e)[:2000],
                                 "job": msg.get("job", 0)})
                 os._exit(DEVICE_ERROR_EXIT)
-            except _SlotTooSmall as e:
+            except SlotTooSmall as e:  # before PhastError: its own record type
                 self.reply({"error": True, "type": "SlotTooSmall", "needed": e.needed,
                             "job": msg.get("job", 0), "message": str(e)})
             except PhastError as e:
