@@ -276,7 +276,8 @@ def cmd_proxy_build(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
-    """``phast cache stats``: size, entries, clips and hit rate of the store."""
+    """``phast cache stats``: size, entries, clips, and the hit rate of the store's lookups
+    (diskcache's own statistics: every lookup by every process since the store was cleared)."""
     from .store import Store
 
     store = Store(args.cache_dir)
@@ -293,7 +294,8 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
           f"entries:    {stats['entries']} ({stats['proxies']} proxies, "
           f"{stats['indices']} frame indices)\n"
           f"clips:      {stats['clips']}\n"
-          f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses)")
+          f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses, of every "
+          "lookup since the store was created or cleared)")
     return 0
 
 
@@ -441,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the on-disk store: stats, clear",
                        description="The on-disk store of frame indices and proxies.")
     cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate")
+    c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate of lookups")
     c.add_argument("--cache-dir", metavar="DIR", default=None)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_cache_stats)
