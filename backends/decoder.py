@@ -74,7 +74,7 @@ class AvDecoder:
     @property
     def lag(self) -> int:
         """Packets a message read after feeding one may lag behind it: with frame threads, at
-        most ``thread_count`` packets are in flight (see ``SoftwareBackend._logged``)."""
+        most ``thread_count`` packets are in flight (see ``DecodeRun.logged``)."""
         return max(1, self.cc.thread_count) + 1 if self.frame_threads else 0
 
     @property

@@ -251,7 +251,7 @@ class DecodeRun:
         if self.prefix is not None:
             self.prefix.check(j, f)
         if state.damaged and not sequential and idx.frame_start[j] != start:
-            return None  # from an earlier start than its own: unchecked (see _warm_for)
+            return None  # from an earlier start than its own: unchecked (see Pipeline.reaches)
         self.pending[j] = (f, pos if pos is not None else -1)
         return j
 
