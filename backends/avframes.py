@@ -41,7 +41,7 @@ def frame_planes(frame: av.VideoFrame) -> list[np.ndarray]:
         rows, row_bytes = plane.height, _plane_row_bytes(frame, p)
         if row_bytes > plane.line_size:
             raise MediaError(f"unexpected plane layout for {frame.format.name}")
-        buf = np.frombuffer(plane, dtype=np.uint8)
+        buf = np.frombuffer(memoryview(plane), dtype=np.uint8)
         views.append(np.lib.stride_tricks.as_strided(buf, (rows, row_bytes), (plane.line_size, 1)))
     return views
 

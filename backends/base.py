@@ -108,11 +108,17 @@ class DevicePlane:
     row_bytes: int
     pitch: int
 
+    @property
+    def end(self) -> int:
+        """One past the plane's last visible byte, from the allocation's start."""
+        return self.offset + (self.rows - 1) * self.pitch + self.row_bytes
+
 
 @dataclass(frozen=True)
 class DeviceRecord:
     """What :meth:`Backend.decode_device` wrote: the device half of a completion record (the
-    allocation's id, size and CUDA IPC handle, and each plane's place in it)."""
+    allocation's id, size and CUDA IPC handle, and each plane's place in it). The editor reads
+    the same record back from plain data (``phast.devframe.check_device_record``)."""
 
     width: int
     height: int

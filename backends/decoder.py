@@ -1,10 +1,10 @@
 """The decoder of the software backend's three parts (demuxer -> decoder -> converter).
 
 :class:`AvDecoder` is FFmpeg's (PyAV): the stream's own codec context. Hardware backends inject
-another into :class:`~phast.backends.software.SoftwareBackend` (``decoder=``): VAAPI is FFmpeg's
-with a hardware device (``vaapi.VaapiDecoder``), NVDEC PyNvVideoCodec's (``nvdec.NvdecDecoder``).
-Everything else -- demuxing, positioning, the index, the checks -- stays the software backend's,
-so every backend numbers and checks frames the same way.
+another into :class:`~phast.backends.software.SoftwareBackend` (``make_decoder``): VAAPI is
+FFmpeg's with a hardware device (``vaapi.VaapiDecoder``), NVDEC PyNvVideoCodec's
+(``nvdec_decoder.NvdecDecoder``). Everything else -- demuxing, positioning, the index, the checks
+-- stays the software backend's, so every backend numbers and checks frames the same way.
 
 A decoder is bound to a container when the backend opens one (:meth:`AvDecoder.attach`), with
 the threading the stream's state calls for (:class:`~phast.backends.damage.StreamState`); it

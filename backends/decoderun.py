@@ -237,7 +237,8 @@ class DecodeRun:
         maybe = self.error is not None and self.error >= own_start
         surely = self.error_min is not None and self.error_min >= own_start
         if f.is_corrupt and not sequential and not state.damaged:
-            self.hold(int(pos))  # pos is known: j >= 0
+            assert pos is not None  # j >= 0
+            self.hold(pos)
         if not sequential and (f.is_corrupt or maybe):
             if surely and not state.damaged and own_start > start:
                 # Its group was reached through the one before, so its references were all

@@ -34,6 +34,8 @@ HEADER_CHECKS = {"h264": "h264_metadata", "hevc": "hevc_metadata", "av1": "av1_m
 
 #: Called with (check, detail) when the demux pass finds damage (see ``damage.DAMAGE_CHECKS``).
 Found = Callable[[str, str], None]
+#: Per packet in decode order: pts, dts, byte position, flags (:meth:`Demuxer.scan`).
+Packets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 class Demuxer:
@@ -101,7 +103,7 @@ class Demuxer:
             self._fd = -1
 
     # -- the index pass ---------------------------------------------------------------------
-    def scan(self, found: Found, *, check_headers: bool = True) -> tuple[np.ndarray, ...]:
+    def scan(self, found: Found, *, check_headers: bool = True) -> Packets:
         """Demux every packet of the stream from a fresh container: (pts, dts, pos, flags)
         arrays in decode order. Damage seen on the way is reported to ``found``; headers are
         checked (:meth:`header_check`) while ``check_headers`` and nothing was found.
@@ -264,4 +266,4 @@ def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-__all__ = ["HEADER_CHECKS", "Demuxer"]
+__all__ = ["HEADER_CHECKS", "Demuxer", "Found", "Packets"]

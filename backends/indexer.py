@@ -31,6 +31,7 @@ from phast.index import DAMAGED, FrameIndex, compute_starts, display_order_from_
 
 from .avframes import frame_pos, picture_crc
 from .damage import PrefixCheck, mark_damaged
+from .demux import Packets
 from .pipeline import Pipeline
 
 #: Frames decoded from the start and compared with a demux-built index before it is trusted.
@@ -41,9 +42,6 @@ HOLD_FRAMES = 16
 #: Packets after its own that a frame may still come out (reordering delay), when checking a
 #: damaged stream's decodes from each start packet.
 MAX_DELAY = 16
-
-#: Per packet in decode order: pts, dts, byte position, flags (``Demuxer.scan``).
-Packets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 class IndexBuilder:
@@ -220,7 +218,7 @@ class IndexBuilder:
             for pos, frames in p.feed():
                 for f in frames:
                     fpos = frame_pos(f)
-                    if fpos in members:
+                    if fpos is not None and fpos in members:
                         members.discard(fpos)
                         if picture_crc(f) != first[fpos]:
                             unstable.add(fpos)

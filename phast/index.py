@@ -4,7 +4,8 @@ Built inside a worker (by the backend: with ``backends.base.index_from_packets``
 ``intra_index``, or as the software backend's ``indexer.IndexBuilder`` does, with
 :func:`display_order_from_pts`, :func:`compute_starts` and :func:`synthesize_pts` here), shipped
 to the editor as plain arrays, validated there (:meth:`FrameIndex.validate`), stored per
-source, and sent back to every worker that opens the clip. The editor's copy is the authority: a worker never invents frame numbers.
+source, and sent back to every worker that opens the clip. The editor's copy is the authority:
+a worker never invents frame numbers.
 
 Two orders appear everywhere:
 

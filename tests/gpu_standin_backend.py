@@ -5,7 +5,7 @@
   display indices in option ``lie`` come out with their luma inverted. The index and the
   reference pictures come from an honest software decoder, as they do for NVDEC.
 * :class:`GpuErrorBackend` raises, on cue, what PyNvVideoCodec raises, through NVDEC's own
-  mapping (``nvdec.device_call``). The exception classes are stand-ins named and built
+  mapping (``nvdec_decoder.device_call``). The exception classes are stand-ins named and built
   as PyNvVideoCodec's pybind11 module registers them (each on ``Exception``): a fake of a
   library this machine lacks, not NVDEC.
 
@@ -25,7 +25,7 @@ from phast.backends.avframes import frame_pos
 from phast.backends.base import DecodedFrame
 from phast.backends.crosscheck import CrossChecked
 from phast.backends.decoder import AvDecoder
-from phast.backends.nvdec import device_call
+from phast.backends.nvdec_decoder import device_call
 from phast.backends.software import SoftwareBackend
 
 

@@ -396,7 +396,7 @@ def _gpu_errors() -> dict[str, Any]:
     ("api", False, "DeviceError"),
 ])
 def test_gpu_library_errors_become_typed_errors(name: str, opening: bool, expected: str) -> None:
-    from phast.backends.nvdec import device_error
+    from phast.backends.nvdec_decoder import device_error
 
     mapped = device_error(_gpu_errors()[name], "NVDEC decoding", opening=opening)
     assert type(mapped).__name__ == expected
@@ -407,7 +407,7 @@ def test_typed_and_host_errors_pass_through() -> None:
     import av
 
     from phast.backends.base import SlotTooSmall
-    from phast.backends.nvdec import device_error
+    from phast.backends.nvdec_decoder import device_error
     from phast.errors import DecodeError
 
     for error in (DecodeError("damaged"), SlotTooSmall(10), MemoryError(), KeyboardInterrupt(),
@@ -420,7 +420,7 @@ def test_a_failed_device_call_raises_typed_and_drops_the_decode_run(make) -> Non
     chained to the original, and the next positioning starts a fresh decoder; and a decoder
     failing in the middle of a run (NVDEC's mapping, on a CPU decoder) ends the run: the next
     request positions anew."""
-    from phast.backends.nvdec import NvdecDecoder
+    from phast.backends.nvdec_decoder import NvdecDecoder
     from phast.errors import DeviceError
     from tests.gpu_standin_backend import FailingBackend
 
