@@ -225,7 +225,10 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         for s in range(1, self.seconds + 1):
-            if self._halt.wait(max(0.0, self.t0 + s - time.monotonic())):
+            due = self.t0 + s
+            # A stop that comes once a reading is due (the run's end, at the last second) still
+            # gets that reading: on a busy machine this thread may wake after the runner stops it
+            if self._halt.wait(max(0.0, due - time.monotonic())) and time.monotonic() < due:
                 return
             self.readings.append(take_mark(self.meter))
 
