@@ -27,7 +27,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -227,6 +227,20 @@ def _picture_crc(f: Any) -> int:
 HARMLESS_AFTER_SEEK = frozenset({"h264: mmco: unref short failure"})
 
 
+class _FrameFacts(NamedTuple):
+    """What a decoded frame says about its stream (``describe``), kept instead of the frame."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    rotation: int
+
+    @classmethod
+    def of(cls, f: Any) -> _FrameFacts:
+        return cls(int(f.width), int(f.height), str(f.format.name),
+                   int(getattr(f, "rotation", 0) or 0))
+
+
 class _BadStart(Exception):
     """Frames ``first`` to ``stop - 1`` cannot be decoded from the current run's start packet.
 
@@ -290,7 +304,10 @@ class SoftwareBackend(Backend):
         self._frame_bytes = 0
         self._reformatter = VideoReformatter()
         self._index: FrameIndex | None = None
-        self._first_frame: Any = None
+        # what the first frame says about the stream (size, pixel format, rotation): plain
+        # data, never the frame -- holding a decoded frame changes which buffers the decoder
+        # reuses, and the checks that compare two decodes rely on one of them holding nothing
+        self._first_frame: _FrameFacts | None = None
         self._avoid: dict[int, int] = {}  # frame -> a start packet it must decode from before
         self._sink: Callable[[int, Any], None] | None = None  # see set_frame_sink
 
@@ -400,7 +417,7 @@ class SoftwareBackend(Backend):
             "codec": codec,
             "width": first.width if first is not None else cc.width,
             "height": first.height if first is not None else cc.height,
-            "pix_fmt": first.format.name if first is not None else (cc.pix_fmt or "unknown"),
+            "pix_fmt": first.pix_fmt if first is not None else (cc.pix_fmt or "unknown"),
             "bit_depth": depth,
             "average_rate": [rate.numerator, rate.denominator] if rate else None,
             "rotation": int(first.rotation) if first is not None else 0,
@@ -569,7 +586,7 @@ class SoftwareBackend(Backend):
                 fpos = _frame_pos(f)
                 if fpos is not None and 0 <= fpos < n_pkt:
                     if self._first_frame is None:
-                        self._first_frame = f
+                        self._first_frame = _FrameFacts.of(f)
                     shown.append(fpos)
                     frame_pts.append(f.pts)
                     if hashes is not None:
@@ -1057,7 +1074,7 @@ class SoftwareBackend(Backend):
             self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
             return None
         if self._first_frame is None and j == 0:
-            self._first_frame = f
+            self._first_frame = _FrameFacts.of(f)
         if self._prefix_crcs is not None:
             self._check_prefix(j, f)
         if self._damaged and not sequential and idx.frame_start[j] != self._run_start:

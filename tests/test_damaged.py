@@ -25,8 +25,11 @@ from hwbench import fuzz
 from tests.test_avlog import _child
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "damaged"
-MANIFEST: list[dict] = json.loads((FIXTURES / "manifest.json").read_text())
-BY_NAME = {e["file"]: e for e in MANIFEST}
+ALL: list[dict] = json.loads((FIXTURES / "manifest.json").read_text())
+#: files whose pictures are damaged (the rest have intact pictures under lying timestamps)
+MANIFEST = [e for e in ALL if e["check"] is not None]
+MISNUMBERED = [e for e in ALL if e["check"] is None]
+BY_NAME = {e["file"]: e for e in ALL}
 
 
 def _ids(entries: list[dict]) -> list[str]:
@@ -52,7 +55,7 @@ def _exact_or_refused(path: Path, cache_dir: Path, order: str) -> tuple[int, int
     return exact, refused
 
 
-@pytest.mark.parametrize("entry", MANIFEST, ids=_ids(MANIFEST))
+@pytest.mark.parametrize("entry", ALL, ids=_ids(ALL))
 def test_fixture_is_the_recorded_file(entry: dict) -> None:
     data = (FIXTURES / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
@@ -133,3 +136,17 @@ def test_damage_found_by_read_ahead_reindexes_before_serving(entry: dict) -> Non
     re-indexes, and nothing wrong is served."""
     got = _child(FIXTURES / entry["file"], seed=-2)
     assert got["wrong"] == 0 and got["refused"] > 0 and got["reindexed"] == 1, got
+
+
+@pytest.mark.parametrize("order", ["forward", "shuffled"])
+@pytest.mark.parametrize("entry", MISNUMBERED, ids=_ids(MISNUMBERED))
+def test_lying_timestamps_number_no_frame_wrong(entry: dict, order: str, cache_dir: Path) -> None:
+    """A corrupted container timestamp moves one picture 31 places in timestamp order; the
+    pictures themselves are intact. The index comes from a decode (timestamps that reorder
+    more than any decoder can are not trusted), so every frame is EXACT and numbered as a
+    sequential decode numbers it -- also when the first request seeks past the lie."""
+    path = FIXTURES / entry["file"]
+    with phast.open(path, cache_dir=cache_dir / "first", proxies=False) as clip:
+        assert clip.info.index_method == "decode"  # at open, before any request
+    exact, refused = _exact_or_refused(path, cache_dir, order)
+    assert refused == 0 and exact == entry["frames"] == entry["reference_frames"]
