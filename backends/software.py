@@ -27,7 +27,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,7 @@ from .base import (
     open_source,
     write_planes,
 )
+from .recheck import RECHECK_CODECS, Recheck
 
 try:
     import av
@@ -82,9 +83,10 @@ DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays
 #: parser's errors, a packet whose headers do not parse (:data:`HEADER_CHECKS`), a later index
 #: disagreeing, the decoder's corrupt flag, its error (exception), its damage messages
 #: (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame threads, a sequential
-#: decode disagreeing with the index, a stored index marked damaged.
+#: decode disagreeing with the index, a stored index marked damaged, a second decoder holding
+#: nothing giving another picture (:mod:`.recheck`).
 DAMAGE_CHECKS = frozenset({"demuxer", "headers", "reindex", "decoder-flag", "decoder-error",
-                           "decoder-log", "prefix-threads", "disagreed", "index"})
+                           "decoder-log", "prefix-threads", "recheck", "disagreed", "index"})
 #: Decoder options of a session that only makes proxies: no deblocking of pictures nothing
 #: references (no drift: references decode exactly), and FFmpeg's non-conforming speed-ups.
 #: ~10% less CPU on 1080p H.264; the proxies stay >= 50 dB from exact-then-downscale before
@@ -259,6 +261,9 @@ class SoftwareBackend(Backend):
 
     name = "software"
     device = "cpu"
+    #: whether this backend's decoder is the PyAV one :mod:`.recheck` can follow (subclasses
+    #: that decode elsewhere -- a GPU -- have their own checks)
+    rechecks: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> ProbeResult:
@@ -343,6 +348,10 @@ class SoftwareBackend(Backend):
         cc.thread_type = "SLICE" if single else "AUTO"
         cc.thread_count = 1 if single else self._threads
         cc.copy_opaque = True  # every frame says which packet it came from
+        # a second decoder checks the serving one's pictures (backends.recheck): codecs known
+        # to read memory they never wrote on damaged input; not for a proxies-only session
+        self._rechecks = (self.rechecks and cc.name in RECHECK_CODECS
+                          and not self._proxy_decode)
         if self._proxy_decode:
             cc.options = dict(PROXY_DECODE)
         self._cc = cc
@@ -397,6 +406,10 @@ class SoftwareBackend(Backend):
         self._need: dict[int, int] = {}
         self._fed_max = -1
         self._shown_max = -1
+        recheck = getattr(self, "_recheck", None)
+        if recheck is not None:
+            recheck.close()
+        self._recheck: Recheck | None = None  # the second decoder following this run, if any
 
     def describe(self) -> dict[str, Any]:
         s, cc = self._stream, self._cc
@@ -675,6 +688,8 @@ class SoftwareBackend(Backend):
             self._pos_order = np.argsort(pos, kind="stable")
             self._pos_sorted = pos[self._pos_order]
         self._keys = np.flatnonzero(index.pkt_flags & KEY)
+        #: frames two differently held decodes gave the same picture (see backends.recheck)
+        self._stable = np.zeros(index.frame_count, bool)
         self._avoid.clear()
         self._drop_kept()
         self._reset_run()
@@ -725,8 +740,10 @@ class SoftwareBackend(Backend):
                 if self._reads_log:
                     with _logged_errors() as logged:
                         frames = self._decode_packet(pkt)
+                        self._recheck_feed(pkt, mode)
                 else:
                     frames = self._decode_packet(pkt)
+                    self._recheck_feed(pkt, mode)
             except av.FFmpegError as e:
                 self._decoder_failed(pos, str(e))
                 frames = []  # as a sequential decode does: skip the packet, go on
@@ -744,8 +761,10 @@ class SoftwareBackend(Backend):
             if self._reads_log:
                 with _logged_errors() as logged:
                     frames = self._decode_packet(None)
+                    self._recheck_feed(None, "DEFAULT")
             else:
                 frames = self._decode_packet(None)
+                self._recheck_feed(None, "DEFAULT")
         if logged:
             self._decoder_logged(self._next_pos - 1, logged)  # about one of the last packets
         return frames
@@ -839,6 +858,7 @@ class SoftwareBackend(Backend):
         self._skip_to(start)
         self._run_start = start
         self._expected = int(np.flatnonzero(index.frame_start >= start)[0]) if start else 0
+        self._start_recheck()
 
     def _seek_candidates(self, start: int) -> list[int]:
         index = self._index
@@ -1107,8 +1127,15 @@ class SoftwareBackend(Backend):
         found = None
         for j, (f, p) in list(self._pending.items()):
             if final or self._shown_max >= self._need.get(p, -1):
+                confirmed = self._confirmed(j, f, p, final)
+                if confirmed is None:
+                    continue  # the second decoder has not given this picture yet
                 del self._pending[j]
                 self._need.pop(p, None)
+                if not confirmed:
+                    assert self._run_start is not None
+                    self._avoid[j] = min(self._avoid.get(j, self._run_start), self._run_start)
+                    continue
                 if not self._verifying:  # (see _verify_prefix: the first pass keeps nothing)
                     self._keep(j, f)
                     if self._sink is not None and isinstance(f, av.VideoFrame):
@@ -1123,11 +1150,49 @@ class SoftwareBackend(Backend):
         crc = _picture_crc(f)
         if self._verifying:
             self._prefix_crcs[j] = crc
-        elif self._prefix_crcs.get(j, crc) != crc:
+        elif self._prefix_crcs.get(j) == crc:
+            self._stable[j] = True  # two decodes, held differently, agree (see recheck)
+        elif j in self._prefix_crcs:
             self._found_damage("prefix-threads", f"frame {j}")
             self._open_container()
             raise IndexMismatch(f"frame {j} decodes to other pixels with frame threads than on "
                                 "one thread (damage the decoder does not report)")
+
+    # -- the second decoder (backends.recheck) ------------------------------------------------
+    def _start_recheck(self) -> None:
+        """A run starts: a second decoder follows it while the codec needs one
+        (:data:`RECHECK_CODECS`) and frames of the stream are not stable yet."""
+        if self._recheck is not None:
+            self._recheck.close()
+            self._recheck = None
+        if (self._rechecks and not self._damaged and not self._verifying and not self._indexing
+                and self._prefix_crcs is None and not self._stable.all()):
+            self._recheck = Recheck(self._cc)
+
+    def _recheck_feed(self, pkt: Any, mode: str) -> None:
+        if self._recheck is not None:
+            self._recheck.feed(pkt, mode, _picture_crc, _frame_pos)
+
+    def _confirmed(self, j: int, f: Any, p: int, final: bool) -> bool | None:
+        """May frame ``j`` (from packet ``p``) be served from this run? True when it is stable
+        or the second decoder gave the same picture; None while that picture is still to come;
+        False when it cannot come from this run (the second decoder did not decode ``p``).
+        Two pictures that differ are damage no decoder reports: the stream is re-indexed as
+        damaged."""
+        recheck = self._recheck
+        if recheck is None or self._stable[j] or not self._rechecks:
+            return True
+        crc = recheck.crc(p)
+        if crc is None:
+            return False if final else None
+        recheck.forget(p)
+        if crc != _picture_crc(f):
+            self._found_damage("recheck", f"frame {j}")
+            self._open_container()
+            raise IndexMismatch(f"frame {j} decodes to other pixels when the decoder's buffers "
+                                "are held otherwise (it read memory it never wrote)")
+        self._stable[j] = True
+        return True
 
     def _found_damage(self, check: str, detail: str) -> None:
         """The stream is damaged: from now on it decodes on one thread, with every check of a

@@ -98,7 +98,8 @@ def test_the_manifest_covers_the_classes_fuzzing_found() -> None:
     """The fixtures keep each way damage is found covered, on frame-threaded decodes too."""
     found = {(e["check"], e["found_by"]) for e in MANIFEST}
     assert {("demuxer", "frame"), ("headers", "frame"), ("decoder-error", "one"),
-            ("decoder-log", "one"), ("decoder-log", "frame"), ("prefix-threads", "frame")} <= found
+            ("decoder-log", "one"), ("decoder-log", "frame"), ("prefix-threads", "frame"),
+            ("recheck", "frame")} <= found
     assert len(CONCEALED_ONLY) >= 2
     assert any(e["reindexed"] for e in MANIFEST)  # found while serving, not at open
 
