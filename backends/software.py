@@ -257,7 +257,9 @@ class _BadStart(Exception):
 
 class SoftwareBackend(Backend):
     """PyAV decoding on the CPU with frame threading. Options: ``threads`` (0 = auto),
-    ``keep_bytes`` (decoded frames kept for backward stepping)."""
+    ``keep_bytes`` (decoded frames kept for backward stepping), ``recheck`` (default True:
+    HEVC frames are served once a second decoder agrees, :mod:`.recheck`; False trades that
+    check for half the decoding of frames not seen before)."""
 
     name = "software"
     device = "cpu"
@@ -283,6 +285,10 @@ class SoftwareBackend(Backend):
         # proxies only (the background builder's session): decoder shortcuts that change a
         # picture invisibly at proxy size (PROXY_DECODE); such a session serves no EXACT frame
         self._proxy_decode = bool(options.get("proxy_decode", False))
+        # backends.recheck on (the default): a codec that can read memory it never wrote is
+        # decoded twice until each frame was seen agree; an editor that trusts its files (or
+        # its budget more) may turn it off
+        self._recheck_option = bool(options.get("recheck", True))
         self._container: Any = None
         try:
             self._fd = open_source(path)
@@ -350,7 +356,7 @@ class SoftwareBackend(Backend):
         cc.copy_opaque = True  # every frame says which packet it came from
         # a second decoder checks the serving one's pictures (backends.recheck): codecs known
         # to read memory they never wrote on damaged input; not for a proxies-only session
-        self._rechecks = (self.rechecks and cc.name in RECHECK_CODECS
+        self._rechecks = (self.rechecks and self._recheck_option and cc.name in RECHECK_CODECS
                           and not self._proxy_decode)
         if self._proxy_decode:
             cc.options = dict(PROXY_DECODE)

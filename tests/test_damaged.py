@@ -151,3 +151,19 @@ def test_lying_timestamps_number_no_frame_wrong(entry: dict, order: str, cache_d
         assert clip.info.index_method == "decode"  # at open, before any request
     exact, refused = _exact_or_refused(path, cache_dir, order)
     assert refused == 0 and exact == entry["frames"] == entry["reference_frames"]
+
+
+def test_the_recheck_is_what_refuses_memory_never_written(cache_dir: Path) -> None:
+    """Without the second decoder (``backend_options={"recheck": False}``) the HEVC pictures
+    that depend on memory the decoder never wrote are served as EXACT and differ from a
+    sequential decode: the check is what stands between them and the screen."""
+    entry = BY_NAME["s1n2428-hevc_open_gop.mkv"]
+    path = FIXTURES / entry["file"]
+    reference = list(fuzz._sequential_decode(str(path)))
+    wrong = 0
+    with phast.open(path, cache_dir=cache_dir, proxies=False,
+                    backend_options={"recheck": False}) as clip:
+        for i in range(60, 70):  # past the verified prefix, inside the damage
+            with clip.frame(i) as f:
+                wrong += not np.array_equal(f.array, reference[i])
+    assert wrong > 0
