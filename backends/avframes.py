@@ -9,7 +9,7 @@ it is served (:func:`write_frame`).
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -77,6 +77,22 @@ def picture_crc(frame: Any) -> int:
     return crc
 
 
+class FrameFacts(NamedTuple):
+    """What a decoded frame says about its stream (``describe``), kept instead of the frame:
+    holding a decoded frame changes which buffers the decoder reuses, and the checks that
+    compare two decodes rely on one of them holding nothing."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    rotation: int
+
+    @classmethod
+    def of(cls, f: Any) -> FrameFacts:
+        return cls(int(f.width), int(f.height), str(f.format.name),
+                   int(getattr(f, "rotation", 0) or 0))
+
+
 class Tag:
     """A packet's decode position, attached as FFmpeg opaque data and read back off its frame.
 
@@ -96,4 +112,4 @@ def frame_pos(frame: Any) -> int | None:
     return tag.pos if isinstance(tag, Tag) else None
 
 
-__all__ = ["Tag", "av", "frame_planes", "frame_pos", "picture_crc", "write_frame"]
+__all__ = ["FrameFacts", "Tag", "av", "frame_planes", "frame_pos", "picture_crc", "write_frame"]

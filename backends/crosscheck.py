@@ -65,6 +65,8 @@ class CrossChecked(SoftwareBackend):
     disagreement) into its own.
     """
 
+    rechecks = False  # its frames come from another decoder (backends.recheck follows PyAV's)
+
     #: Frames compared from the start before the first one is served.
     check_prefix: ClassVar[int] = CHECK_PREFIX
 

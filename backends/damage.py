@@ -35,9 +35,10 @@ from .avframes import av, picture_crc
 #: parser's errors, a packet whose headers do not parse (``demux.HEADER_CHECKS``), a later
 #: index disagreeing, the decoder's corrupt flag, its error (exception), its damage messages
 #: (:func:`phast.avlog.is_damage`), the prefix decoded otherwise by frame threads, a sequential
-#: decode disagreeing with the index, a stored index marked damaged.
+#: decode disagreeing with the index, a stored index marked damaged, a second decoder holding
+#: nothing giving another picture (:mod:`.recheck`).
 DAMAGE_CHECKS = frozenset({"demuxer", "headers", "reindex", "decoder-flag", "decoder-error",
-                           "decoder-log", "prefix-threads", "disagreed", "index"})
+                           "decoder-log", "prefix-threads", "recheck", "disagreed", "index"})
 
 # Messages a decoder logs after starting at a mid-stream keyframe of a valid stream that say
 # nothing about the pixels. H.264 "mmco: unref short failure": a memory-management command
@@ -102,17 +103,21 @@ class StreamState:
 class PrefixCheck:
     """The verified prefix's pictures on one thread, compared with frame threads' (see
     ``indexer.IndexBuilder.verify_prefix``). While :attr:`StreamState.verifying` the pictures
-    are recorded; afterwards each is compared."""
+    are recorded; afterwards each is compared, and a frame whose two decodes agree is *stable*
+    (``stable[j]``: no second decoder need check it again, see :mod:`.recheck`)."""
 
-    def __init__(self, state: StreamState) -> None:
+    def __init__(self, state: StreamState, stable: np.ndarray) -> None:
         self.state = state
+        self.stable = stable
         self.crcs: dict[int, int] = {}
 
     def check(self, j: int, frame: Any) -> None:
         crc = picture_crc(frame)
         if self.state.verifying:
             self.crcs[j] = crc
-        elif self.crcs.get(j, crc) != crc:
+        elif self.crcs.get(j) == crc:
+            self.stable[j] = True  # two decodes, held differently, agree
+        elif j in self.crcs:
             self.state.found("prefix-threads", f"frame {j}", frame_threads=True)
             raise IndexMismatch(f"frame {j} decodes to other pixels with frame threads than on "
                                 "one thread (damage the decoder does not report)")

@@ -16,6 +16,10 @@ are read when a packet finishes decoding, before any picture that references it 
 **Errors are bounded by packet** (:meth:`DecodeRun.logged`): which packet a message is about
 is known within the decoder's threading lag, and a frame is refused from this start when its
 own group of pictures may have seen one.
+
+**A second decoder may have to agree** (:mod:`.recheck`): for codecs that can read memory they
+never wrote, a run is followed by a decoder holding nothing, and a frame is served only once
+both gave the same picture (:meth:`DecodeRun.confirmed`), or it is already *stable*.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import numpy as np
 from phast.errors import IndexMismatch
 from phast.index import FrameIndex
 
-from .avframes import av, frame_pos
+from .avframes import FrameFacts, av, frame_pos, picture_crc
 from .damage import HARMLESS_AFTER_SEEK, PrefixCheck, StreamState
+from .recheck import Recheck
 
 #: Default bytes of decoded frames kept for backward stepping (per open clip).
 DEFAULT_KEEP_BYTES = 96 << 20  # ~30 frames of 1080p 4:2:0: scrubbing ±10 stays a copy
@@ -57,8 +62,8 @@ class KeptFrames:
         self.frames: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self.bytes = 0
         self.frame_bytes = 0  #: bytes of the latest frame kept (0: none yet)
-        #: frame 0 as the decoder gives it (``describe`` reports its size and format)
-        self.first: Any = None
+        #: what frame 0 says about the stream (``describe``): its facts, never the frame
+        self.first: FrameFacts | None = None
         #: ``Backend.set_frame_sink``'s sink: sees every served ``av.VideoFrame``
         self.sink: Callable[[int, Any], None] | None = None
 
@@ -90,15 +95,19 @@ class DecodeRun:
 
     ``index``/``start`` None is an index pass: there is no index to check frames against, and
     every error the decoder reports is the stream's. ``avoid`` (frame -> a start packet it must
-    decode from before) is shared by the runs of a backend; ``frame_threads``/``lag`` are the
-    decoder's threading; ``prefix`` checks the verified prefix's pictures.
+    decode from before) and ``stable`` (frames two differently held decodes gave the same
+    picture) are shared by the runs of a backend; ``frame_threads``/``lag`` are the decoder's
+    threading; ``prefix`` checks the verified prefix's pictures; ``recheck`` is the second
+    decoder following this run, if any (the run owns it: :meth:`close`).
     """
 
     def __init__(self, index: FrameIndex | None, start: int | None, state: StreamState,
                  kept: KeptFrames, avoid: dict[int, int], *, frame_threads: bool, lag: int,
-                 prefix: PrefixCheck | None = None) -> None:
+                 stable: np.ndarray | None = None, prefix: PrefixCheck | None = None,
+                 recheck: Recheck | None = None) -> None:
         self.index, self.start, self.state, self.kept = index, start, state, kept
         self.avoid, self.frame_threads, self.lag, self.prefix = avoid, frame_threads, lag, prefix
+        self.stable, self.recheck = stable, recheck
         self.expected = 0  #: display index the next valid frame must have
         if index is not None and start:
             self.expected = int(np.flatnonzero(index.frame_start >= start)[0])
@@ -118,7 +127,19 @@ class DecodeRun:
         self.fed_max = -1
         self.shown_max = -1
 
+    def close(self) -> None:
+        """The run is over: its second decoder goes with it."""
+        if self.recheck is not None:
+            self.recheck.close()
+            self.recheck = None
+
     # -- packets in -------------------------------------------------------------------------
+    def recheck_feed(self, packet: Any, skip: bool) -> None:
+        """Feed ``packet`` (None: the flush) to the second decoder too, skipping as the serving
+        decoder did (the same packet object: the same decode position)."""
+        if self.recheck is not None:
+            self.recheck.feed(packet, "NONREF" if skip else "DEFAULT", picture_crc, frame_pos)
+
     def fed(self, pos: int) -> None:
         """Packet ``pos`` goes to the decoder: note what frame a picture from it must wait for.
 
@@ -248,7 +269,7 @@ class DecodeRun:
             self.avoid[j] = min(self.avoid.get(j, start), start)
             return None
         if self.kept.first is None and j == 0:
-            self.kept.first = f
+            self.kept.first = FrameFacts.of(f)
         if self.prefix is not None:
             self.prefix.check(j, f)
         if state.damaged and not sequential and idx.frame_start[j] != start:
@@ -280,13 +301,41 @@ class DecodeRun:
         found = None
         for j, (f, p) in list(self.pending.items()):
             if final or self.shown_max >= self.need.get(p, -1):
+                confirmed = self.confirmed(j, f, p, final)
+                if confirmed is None:
+                    continue  # the second decoder has not given this picture yet
                 del self.pending[j]
                 self.need.pop(p, None)
+                if not confirmed:
+                    assert self.start is not None
+                    self.avoid[j] = min(self.avoid.get(j, self.start), self.start)
+                    continue
                 if not self.state.verifying:  # (the prefix's first pass keeps nothing)
                     self.kept.serve(j, f)
                 if j == target:
                     found = f
         return found
+
+    def confirmed(self, j: int, f: Any, p: int, final: bool) -> bool | None:
+        """May frame ``j`` (from packet ``p``) be served from this run? True when no second
+        decoder follows the run, the frame is stable, or the second decoder gave the same
+        picture; None while that picture is still to come; False when it cannot come from this
+        run (the second decoder did not decode ``p``). Two pictures that differ are damage no
+        decoder reports: the stream is re-indexed as damaged (:class:`IndexMismatch`)."""
+        recheck = self.recheck
+        if recheck is None or (self.stable is not None and self.stable[j]):
+            return True
+        crc = recheck.crc(p)
+        if crc is None:
+            return False if final else None
+        recheck.forget(p)
+        if crc != picture_crc(f):
+            self.state.found("recheck", f"frame {j}", frame_threads=self.frame_threads)
+            raise IndexMismatch(f"frame {j} decodes to other pixels when the decoder's buffers "
+                                "are held otherwise (it read memory it never wrote)")
+        if self.stable is not None:
+            self.stable[j] = True
+        return True
 
     def disagreed(self) -> None:
         """A decode from the very start disagrees with an index that was accepted.

@@ -9,7 +9,8 @@ reopens whenever the open decoder's threading differs -- nothing reopens as a si
 Positioning (:meth:`Pipeline.position`) puts the demuxer at a start packet with a flushed
 decoder and begins a :class:`~phast.backends.decoderun.DecodeRun` there; :meth:`Pipeline.feed`
 decodes packet after packet, reading the decoder's errors (exceptions, FFmpeg's messages) into
-the run, which checks and holds the frames.
+the run, which checks and holds the frames, and feeding the run's second decoder if it has one
+(:mod:`.recheck`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from phast.index import FrameIndex
 
 from .avframes import av
@@ -25,6 +28,7 @@ from .damage import PrefixCheck, StreamState, discard_log, logged_errors
 from .decoder import AvDecoder
 from .decoderun import BadStart, DecodeRun, KeptFrames
 from .demux import Demuxer
+from .recheck import Recheck
 
 #: (decode position, frames that came out) per packet fed; position None: the final flush
 Fed = Iterator[tuple[int | None, list[Any]]]
@@ -39,8 +43,19 @@ class Pipeline:
         self.progress = progress
         self.index: FrameIndex | None = None
         self.run: DecodeRun | None = None
+        #: frames two differently held decodes gave the same picture (see backends.recheck)
+        self.stable = np.zeros(0, bool)
+        #: a second decoder follows positioned runs until every frame is stable (the backend
+        #: sets it: codecs in recheck.RECHECK_CODECS, FFmpeg's decoder, not turned off)
+        self.rechecks = False
         self.avoid: dict[int, int] = {}  # frame -> a start packet it must decode from before
         self.reopen()
+
+    def end_run(self) -> None:
+        """No decode run goes on (the next request positions anew); its second decoder closes."""
+        if self.run is not None:
+            self.run.close()
+            self.run = None
 
     def reopen(self) -> None:
         """Open the container from byte 0, its decoder with the threading the state calls for.
@@ -48,7 +63,7 @@ class Pipeline:
         self.demux.open(**self.decoder.open_options())
         self.decoder.attach(self.demux.stream, frame_threads=self.state.frame_threads)
         discard_log()  # about the closed decoder's runs
-        self.run = None
+        self.end_run()
 
     def use_index(self, index: FrameIndex) -> None:
         """Position by ``index`` from now on (no run, no kept frame survives it)."""
@@ -57,16 +72,17 @@ class Pipeline:
                              frame_threads=self.decoder.frame_threads)
         self.index = index
         self.demux.use_index(index)
+        self.stable = np.zeros(index.frame_count, bool)
         self.avoid.clear()
         self.kept.drop()
-        self.run = None
+        self.end_run()
 
     # -- positioning ------------------------------------------------------------------------
     def position(self, start: int, prefix: PrefixCheck | None = None) -> DecodeRun:
         """Begin a decode run at packet ``start`` of the index, with a flushed decoder."""
         index = self.index
         assert index is not None
-        self.run = None
+        self.end_run()
         if start == 0 or not self.demux.can_seek:
             self._rewind()
         else:
@@ -86,7 +102,7 @@ class Pipeline:
     def index_pass(self) -> DecodeRun:
         """Begin a decode run from packet 0 without an index (the index is being built)."""
         self.index = None
-        self.run = None
+        self.end_run()
         self._rewind()
         self.run = self._new_run(None, None)
         return self.run
@@ -102,9 +118,15 @@ class Pipeline:
 
     def _new_run(self, index: FrameIndex | None, start: int | None,
                  prefix: PrefixCheck | None = None) -> DecodeRun:
+        # A second decoder follows a positioned run while the codec needs one and some frame is
+        # not stable yet; never the index's own decodes nor the prefix's (they compare already).
+        recheck = None
+        if (self.rechecks and start is not None and prefix is None
+                and self.state.health == "valid" and not self.stable.all()):
+            recheck = Recheck(self.decoder.cc)
         return DecodeRun(index, start, self.state, self.kept, self.avoid,
                          frame_threads=self.decoder.frame_threads, lag=self.decoder.lag,
-                         prefix=prefix)
+                         stable=self.stable, prefix=prefix, recheck=recheck)
 
     def reaches(self, i: int, start: int) -> bool:
         """Can the current decode run reach frame ``i`` (start packet ``start``) by going on?
@@ -145,7 +167,7 @@ class Pipeline:
         except BadStart:
             raise
         except BaseException:
-            self.run = None
+            self.end_run()
             raise
 
     def feed(self) -> Fed:
@@ -160,9 +182,10 @@ class Pipeline:
                 return
             pos, pkt = item
             run.fed(pos)
-            self.decoder.skip_nonref(pos < run.skip_until)
+            skip = pos < run.skip_until
+            self.decoder.skip_nonref(skip)
             try:
-                frames, logged = self._decode(pkt)
+                frames, logged = self._decode(run, pkt, skip)
             except av.FFmpegError as e:
                 run.failed(pos, str(e))
                 frames = []  # as a sequential decode does: skip the packet, go on
@@ -177,22 +200,26 @@ class Pipeline:
         frames: list[Any] = []
         logged: list[str] = []
         with contextlib.suppress(av.FFmpegError):
-            frames, logged = self._decode(None)
+            frames, logged = self._decode(run, None, False)
         if logged:
             run.logged(self.demux.next_pos - 1, logged)  # about one of the last packets
         return frames
 
-    def _decode(self, packet: Any) -> tuple[list[Any], list[str]]:
+    def _decode(self, run: DecodeRun, packet: Any, skip: bool) -> tuple[list[Any], list[str]]:
         """The decoder's frames for ``packet`` and the damage it logged meanwhile (read where
-        messages are reliable: ``AvDecoder.reads_log``)."""
+        messages are reliable: ``AvDecoder.reads_log``); the run's second decoder gets the
+        packet too."""
         if not self.decoder.reads_log:
-            return self.decoder.decode(packet), []
+            frames = self.decoder.decode(packet)
+            run.recheck_feed(packet, skip)
+            return frames, []
         with logged_errors() as logged:
             frames = self.decoder.decode(packet)
+            run.recheck_feed(packet, skip)
         return frames, logged
 
     def close(self) -> None:
-        self.run = None
+        self.end_run()
         self.kept.drop()
         self.decoder.close()
         self.demux.close()

@@ -6,6 +6,7 @@ Composed of parts, each in its own module::
         \\__ Pipeline (pipeline.py): opens the container, positions, feeds ___/    (avframes.py)
     IndexBuilder (indexer.py): the index and its verification
     StreamState (damage.py): valid / verifying / indexing / damaged -> threading
+    Recheck (recheck.py): a second decoder a run feeds, for codecs that need one
 
 The decoder is FFmpeg's (:class:`~phast.backends.decoder.AvDecoder`); the VAAPI and NVDEC
 backends inject theirs and keep everything else. This module decides where to decode from:
@@ -24,7 +25,7 @@ backends inject theirs and keep everything else. This module decides where to de
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from av.video.reformatter import VideoReformatter
 
@@ -39,17 +40,23 @@ from .decoderun import DEFAULT_KEEP_BYTES, BadStart, KeptFrames
 from .demux import HEADER_CHECKS, Demuxer
 from .indexer import VERIFY_FRAMES, IndexBuilder
 from .pipeline import Pipeline
+from .recheck import RECHECK_CODECS
 
 
 class SoftwareBackend(Backend):
     """PyAV decoding on the CPU with frame threading. Options: ``threads`` (0 = auto),
-    ``keep_bytes`` (decoded frames kept for backward stepping).
+    ``keep_bytes`` (decoded frames kept for backward stepping), ``recheck`` (default True:
+    HEVC frames are served once a second decoder agrees, :mod:`.recheck`; False trades that
+    check for half the decoding of frames not seen before).
 
     Subclasses inject another decoder through :meth:`make_decoder` (hardware backends).
     """
 
     name = "software"
     device = "cpu"
+    #: whether this backend's decoder is the PyAV one :mod:`.recheck` can follow (subclasses
+    #: that decode elsewhere -- a GPU -- have their own checks)
+    rechecks: ClassVar[bool] = True
 
     @classmethod
     def probe(cls) -> ProbeResult:
@@ -71,6 +78,12 @@ class SoftwareBackend(Backend):
         try:
             decoder = self.make_decoder(options)
             self._pipeline = Pipeline(demux, decoder, self._state, self._kept, progress)
+            # a second decoder checks the serving one's pictures (backends.recheck): codecs known
+            # to read memory they never wrote on damaged input; on by default (an editor that
+            # trusts its files may turn it off), never for a proxies-only session
+            self._pipeline.rechecks = (self.rechecks and bool(options.get("recheck", True))
+                                       and decoder.cc.name in RECHECK_CODECS
+                                       and not decoder.proxy_decode)
         except BaseException:
             if decoder is not None:
                 decoder.close()
@@ -118,7 +131,7 @@ class SoftwareBackend(Backend):
 
     def _reset_run(self) -> None:
         """End the current decode run: the next request positions anew."""
-        self._pipeline.run = None
+        self._pipeline.end_run()
 
     # -- facts and index --------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -141,7 +154,7 @@ class SoftwareBackend(Backend):
             "codec": codec,
             "width": first.width if first is not None else cc.width,
             "height": first.height if first is not None else cc.height,
-            "pix_fmt": first.format.name if first is not None else (cc.pix_fmt or "unknown"),
+            "pix_fmt": first.pix_fmt if first is not None else (cc.pix_fmt or "unknown"),
             "bit_depth": depth,
             "average_rate": [rate.numerator, rate.denominator] if rate else None,
             "rotation": int(first.rotation) if first is not None else 0,

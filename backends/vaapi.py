@@ -58,6 +58,8 @@ class VaapiBackend(SoftwareBackend):
     """Software indexing and positioning with VAAPI decoding. Options: those of the software
     backend, plus ``device`` (a render node path; default the first ``/dev/dri/renderD*``)."""
 
+    rechecks = False  # its frames come from another decoder (backends.recheck follows PyAV's)
+
     name = "vaapi"
     device = "cpu"  # frames are downloaded: they reach the editor through shared memory
     codecs: ClassVar[frozenset[str]] = VAAPI_CODECS

@@ -228,13 +228,20 @@ class FrameIndex:
 
 
 # -- builders (run in workers, by backends) ---------------------------------------------------
+#: Most places a picture's display position can differ from its decode position in a valid
+#: stream (H.264/HEVC allow 16 pictures of reordering; twice that, for leading pictures of open
+#: GOPs and edit lists).
+MAX_REORDER = 32
+
+
 def display_order_from_pts(pkt_pts: np.ndarray, pkt_flags: np.ndarray) -> np.ndarray | None:
     """Display order derived from packet timestamps alone, or None when they cannot give it.
 
     Packets flagged DISCARD are not displayed. Packets before the first keyframe, and leading
     pictures of the first keyframe (after it in decode order, before it in display order), are
     dropped, as decoders drop them at the start of a stream. Returns None when a displayed packet
-    has no timestamp or two share one: only a decode pass can order those.
+    has no timestamp or two share one, or when timestamps move a picture more than
+    :data:`MAX_REORDER` places from its decode position: only a decode pass can order those.
     """
     keys = np.flatnonzero(pkt_flags & KEY)
     if len(keys) == 0:
@@ -249,7 +256,15 @@ def display_order_from_pts(pkt_pts: np.ndarray, pkt_flags: np.ndarray) -> np.nda
     shown, pts = shown[keep], pts[keep]
     if len(np.unique(pts)) != len(pts):
         return None
-    return shown[np.argsort(pts, kind="stable")]
+    order = shown[np.argsort(pts, kind="stable")]
+    # Timestamps that move a picture farther from its place in decode order than any decoder
+    # reorders (H.264 and HEVC at most 16 pictures) are damaged, not a B-frame pyramid: a
+    # corrupted Matroska timestamp put one frame 31 places late, numbering the frames between
+    # one off, which a decode from a later keyframe cannot see (fuzz seed 2, weighted, file 1129).
+    displaced = np.abs(np.arange(len(order)) - np.argsort(np.argsort(order)))
+    if len(order) and int(displaced.max()) > MAX_REORDER:
+        return None
+    return order
 
 
 def compute_starts(frame_packet: np.ndarray, pkt_pts: np.ndarray,

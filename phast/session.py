@@ -124,7 +124,9 @@ class Session:
         """A second session of the same clip and index (its own decoder, maybe another worker):
         proxy building runs there without moving the playhead's decoder."""
         # its decoder makes proxies only: decoder shortcuts no proxy shows (PROXY_DECODE)
-        options = {**self.options, "proxy_decode": self.proxy_spec.shortcuts}
+        # and one thread: background work is not waited for, and one thread decodes a frame
+        # for less CPU than frame threads (and leaves the other cores to the playhead)
+        options = {**self.options, "proxy_decode": self.proxy_spec.shortcuts, "threads": 1}
         twin = Session(self.path, self.stream, self.backend, self.spec, options, self.pool, 4,
                        store=self.store,
                        identity=self.identity, proxy_spec=self.proxy_spec, ram_frames=0,

@@ -151,8 +151,7 @@ class Store:
             # No map (a store written before maps, or the map evicted): look each frame up
             # once (an existence check each) and write the map.
             have[:] = [self.has_proxy(identity, stream, spec, i) for i in range(frame_count)]
-            if have.any():
-                self._write_map(identity, stream, spec, have)
+            self._write_map(identity, stream, spec, have)  # (empty too: no second scan)
         elif len(payload) >= 4:
             count = int.from_bytes(payload[:4], "little")
             bits = np.frombuffer(payload, np.uint8, offset=4)

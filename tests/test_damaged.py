@@ -25,8 +25,11 @@ from hwbench import fuzz
 from tests.test_avlog import _child
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "damaged"
-MANIFEST: list[dict] = json.loads((FIXTURES / "manifest.json").read_text())
-BY_NAME = {e["file"]: e for e in MANIFEST}
+ALL: list[dict] = json.loads((FIXTURES / "manifest.json").read_text())
+#: files whose pictures are damaged (the rest have intact pictures under lying timestamps)
+MANIFEST = [e for e in ALL if e["check"] is not None]
+MISNUMBERED = [e for e in ALL if e["check"] is None]
+BY_NAME = {e["file"]: e for e in ALL}
 
 
 def _ids(entries: list[dict]) -> list[str]:
@@ -52,7 +55,7 @@ def _exact_or_refused(path: Path, cache_dir: Path, order: str) -> tuple[int, int
     return exact, refused
 
 
-@pytest.mark.parametrize("entry", MANIFEST, ids=_ids(MANIFEST))
+@pytest.mark.parametrize("entry", ALL, ids=_ids(ALL))
 def test_fixture_is_the_recorded_file(entry: dict) -> None:
     data = (FIXTURES / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
@@ -95,7 +98,8 @@ def test_the_manifest_covers_the_classes_fuzzing_found() -> None:
     """The fixtures keep each way damage is found covered, on frame-threaded decodes too."""
     found = {(e["check"], e["found_by"]) for e in MANIFEST}
     assert {("demuxer", "frame"), ("headers", "frame"), ("decoder-error", "one"),
-            ("decoder-log", "one"), ("decoder-log", "frame"), ("prefix-threads", "frame")} <= found
+            ("decoder-log", "one"), ("decoder-log", "frame"), ("prefix-threads", "frame"),
+            ("recheck", "frame")} <= found
     assert len(CONCEALED_ONLY) >= 2
     assert any(e["reindexed"] for e in MANIFEST)  # found while serving, not at open
 
@@ -133,3 +137,33 @@ def test_damage_found_by_read_ahead_reindexes_before_serving(entry: dict) -> Non
     re-indexes, and nothing wrong is served."""
     got = _child(FIXTURES / entry["file"], seed=-2)
     assert got["wrong"] == 0 and got["refused"] > 0 and got["reindexed"] == 1, got
+
+
+@pytest.mark.parametrize("order", ["forward", "shuffled"])
+@pytest.mark.parametrize("entry", MISNUMBERED, ids=_ids(MISNUMBERED))
+def test_lying_timestamps_number_no_frame_wrong(entry: dict, order: str, cache_dir: Path) -> None:
+    """A corrupted container timestamp moves one picture 31 places in timestamp order; the
+    pictures themselves are intact. The index comes from a decode (timestamps that reorder
+    more than any decoder can are not trusted), so every frame is EXACT and numbered as a
+    sequential decode numbers it -- also when the first request seeks past the lie."""
+    path = FIXTURES / entry["file"]
+    with phast.open(path, cache_dir=cache_dir / "first", proxies=False) as clip:
+        assert clip.info.index_method == "decode"  # at open, before any request
+    exact, refused = _exact_or_refused(path, cache_dir, order)
+    assert refused == 0 and exact == entry["frames"] == entry["reference_frames"]
+
+
+def test_the_recheck_is_what_refuses_memory_never_written(cache_dir: Path) -> None:
+    """Without the second decoder (``backend_options={"recheck": False}``) the HEVC pictures
+    that depend on memory the decoder never wrote are served as EXACT and differ from a
+    sequential decode: the check is what stands between them and the screen."""
+    entry = BY_NAME["s1n2428-hevc_open_gop.mkv"]
+    path = FIXTURES / entry["file"]
+    reference = list(fuzz._sequential_decode(str(path)))
+    wrong = 0
+    with phast.open(path, cache_dir=cache_dir, proxies=False,
+                    backend_options={"recheck": False}) as clip:
+        for i in range(60, 70):  # past the verified prefix, inside the damage
+            with clip.frame(i) as f:
+                wrong += not np.array_equal(f.array, reference[i])
+    assert wrong > 0
