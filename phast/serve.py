@@ -509,10 +509,8 @@ def serve_path(server: Server, path: str, *, idle_exit: float | None = None) -> 
                     break
                 raise
             if peer_uid(peer) != os.geteuid():
-                with contextlib.suppress(OSError):
-                    protocol.send(peer, {"ok": False, "id": None, "error": {
-                        "code": "PERMISSION", "message": "this server serves its own user only"}})
-                peer.close()
+                threading.Thread(target=_refuse, args=(peer,), daemon=True,
+                                 name="phast-serve-refuse").start()
                 continue
             threading.Thread(target=server.serve_connection, args=(peer,), daemon=True,
                              name="phast-serve-conn").start()
@@ -520,6 +518,20 @@ def serve_path(server: Server, path: str, *, idle_exit: float | None = None) -> 
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _refuse(peer: socket.socket) -> None:
+    """Tell another user's process why it is refused; it has a moment to send its hello
+    first (closing at once would answer that with EPIPE, not with the reason)."""
+    with contextlib.suppress(OSError):
+        protocol.send(peer, {"ok": False, "id": None, "error": {
+            "code": "PERMISSION", "message": "this server serves its own user only"}})
+        peer.shutdown(socket.SHUT_WR)
+        peer.settimeout(1.0)
+        for _ in range(16):  # nothing it says is read, only drained (a little) until it goes
+            if not peer.recv(4096):
+                break
+    peer.close()
 
 
 def _exit_when_idle(server: Server, seconds: float, stop: Callable[[], None]) -> None:

@@ -382,8 +382,11 @@ static int fail(phast_client *c, int code, const char *fmt, ...) {
     return code;
 }
 
+/* Why the last phast_spawn()/phast_connect() on this thread failed (there is no client). */
+static _Thread_local char create_err[512];
+
 const char *phast_errmsg(const phast_client *c) {
-    return c ? c->err : "no client";
+    return c ? c->err : create_err;
 }
 
 static double now_s(void) {
@@ -879,7 +882,7 @@ int phast_spawn(phast_client **out, const char *const *argv) {
     }
     int rc = ensure_connected(c);
     if (rc) {
-        fprintf(stderr, "phast: %s\n", c->err);
+        snprintf(create_err, sizeof create_err, "%s", c->err);
         client_free(c);
         return rc;
     }
@@ -906,6 +909,7 @@ int phast_connect(phast_client **out, const char *path) {
     }
     int rc = ensure_connected(c);
     if (rc) {
+        snprintf(create_err, sizeof create_err, "%s", c->err);
         client_free(c);
         return rc;
     }

@@ -160,7 +160,8 @@ void phast_disconnect(phast_client *c);
 /** Seconds to wait for any one answer (default 120; an open scans the file once). */
 void phast_set_timeout(phast_client *c, double seconds);
 
-/** Message of the last failed call on this client. Never NULL. */
+/** Message of the last failed call on this client; with NULL, why the last phast_spawn() or
+ *  phast_connect() of this thread failed. Never NULL. */
 const char *phast_errmsg(const phast_client *c);
 
 /** Fixed description of an error code. Never NULL. */

@@ -82,7 +82,7 @@ static unsigned long checksum(const phast_frame *f) {
 
 static int spawn(phast_client **c) {
     int rc = phast_spawn(c, NULL);
-    if (rc) fprintf(stderr, "spawn: %s\n", phast_strerror(rc));
+    if (rc) fprintf(stderr, "spawn: %s: %s\n", phast_strerror(rc), phast_errmsg(NULL));
     return rc;
 }
 
@@ -234,6 +234,7 @@ static int cmd_hostile(char **argv) {
     const char *const *cmd = (const char *const *)argv;
     int rc = phast_spawn(&c, cmd);
     printf("{\"step\":\"spawn\",\"code\":%d}\n", rc);
+    if (rc) CHECK(phast_errmsg(NULL)[0] != '\0', "no message for a failed spawn");
     if (rc) {
         int after = open_fds();
         CHECK(after == fds_before, "descriptors leaked: %d -> %d", fds_before, after);
