@@ -83,12 +83,15 @@ def shown_at(times: Sequence[float], fps: Fraction, positions: int) -> list[int]
 
 
 def write_profile(path: Path, size: tuple[int, int], fps: Fraction) -> Path:
-    """An MLT profile file: square pixels, progressive, BT.601."""
+    """An MLT profile file: square pixels, progressive, and the colour space MLT assumes for
+    an unlabelled stream of that size (BT.709 above 750 000 pixels, else BT.601). With another
+    one, avformat converts the YUV matrix in the producer and phast leaves it to MLT."""
     w, h = size
+    colorspace = 709 if w * h > 750000 else 601
     path.write_text(f"description=phast test\nframe_rate_num={fps.numerator}\n"
                     f"frame_rate_den={fps.denominator}\nwidth={w}\nheight={h}\nprogressive=1\n"
                     f"sample_aspect_num=1\nsample_aspect_den=1\ndisplay_aspect_num={w}\n"
-                    f"display_aspect_den={h}\ncolorspace=601\n")
+                    f"display_aspect_den={h}\ncolorspace={colorspace}\n")
     return path
 
 
@@ -157,3 +160,135 @@ def read_yuv420p(path: Path, size: tuple[int, int]) -> np.ndarray:
 def luma(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     return frames[:, : w * h].reshape(-1, h, w)
+
+
+# -- hwbench mlt: realtime playback and seeking in a paced MLT player loop ---------------------
+
+
+def luma_hash(luma_plane: np.ndarray) -> int:
+    """mltplay's hash of a picture's luma: sum of y[i] * ((i * 2654435761 mod 2^32) | 1)."""
+    y = np.ascontiguousarray(luma_plane).ravel().astype(np.uint64)
+    i = np.arange(y.size, dtype=np.uint64)
+    weights = ((i * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return int((y * weights).sum(dtype=np.uint64))
+
+
+@dataclass
+class PlayResult:
+    """One mltplay run: what a realtime player showed, and what it cost."""
+
+    service: str
+    mode: str
+    ticks: int
+    shown: int
+    late: int  #: pictures that took longer than a frame period
+    dropped: int  #: periods that went by without a picture (a late one before them)
+    right: int  #: pictures of the frame on screen at their position's time
+    wrong: int  #: pictures presented as that frame (avformat; phast EXACT) that are another
+    degraded: int  #: pictures phast labelled PROXY, NEAREST or BLANK
+    cpu_s: float  #: this player and its children (phast serve, its workers)
+    wall_s: float
+
+    @property
+    def cpu_share(self) -> float:
+        """Share of one core."""
+        return self.cpu_s / self.wall_s if self.wall_s else 0.0
+
+
+def build_player() -> Path:
+    """clients/mlt's module folder and mltplay (make); the build folder."""
+    build = Path(os.environ.get("PHAST_MLT_BUILD", ROOT / "clients" / "mlt" / "build"))
+    subprocess.run(["make", "-s", "-C", str(MELT_PHAST.parent), f"BUILD={build}"], check=True)
+    return build
+
+
+def play(clip: Path, profile: Path, service: str, mode: str, seconds: float, *,
+         expected: Sequence[int], fps: Fraction, env: dict[str, str] | None = None,
+         deadline: float | None = None) -> PlayResult:
+    """Run mltplay on ``service:clip``; ``expected[p]`` is the luma hash of the frame on
+    screen at position p."""
+    build = build_player()
+    run_env = {**os.environ, "MLT_REPOSITORY": str(build / "modules"), **(env or {})}
+    run_env.setdefault("MLT_DATA", subprocess.run(
+        ["pkg-config", "--variable=mltdatadir", "mlt-framework-7"], capture_output=True,
+        text=True, check=True).stdout.strip())
+    args = [str(build / "mltplay"), str(profile), f"{service}:{clip}", mode, str(seconds)]
+    if deadline is not None:
+        args.append(str(deadline))
+    out = subprocess.run(args, capture_output=True, text=True, env=run_env, check=True,
+                         timeout=seconds * 10 + 120)
+    right = wrong = degraded = 0
+    total: dict[str, float] = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("TOTAL"):
+            total = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+            continue
+        pos, _us, digest, tier, *_ = line.split()
+        if tier not in ("-", "exact"):
+            degraded += 1
+        elif int(pos) < len(expected) and int(digest, 16) == expected[int(pos)]:
+            right += 1
+        else:
+            wrong += 1
+    return PlayResult(service, mode, int(seconds * float(fps)), int(total["shown"]),
+                      int(total["late"]), int(total["dropped"]), right, wrong, degraded,
+                      total["cpu_self"] + total["cpu_children"], total["wall"])
+
+
+def expected_hashes(clip: Path, fps: Fraction) -> list[int]:
+    """Luma hash of the frame on screen at each position of a timeline at ``fps``."""
+    lumas, times = reference(clip)
+    positions = int(times[-1] * fps) + 1
+    hashes = [luma_hash(y) for y in lumas]
+    return [hashes[k] for k in shown_at(times, fps, positions)]
+
+
+#: (label, MLT service, environment of its run): MLT's producer, phast at its default power
+#: budget (10% of TDP), and phast ungoverned (avformat has no budget either).
+SERVICES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("avformat", "avformat", {}),
+    ("phast", "phast", {}),
+    ("phast budget=off", "phast", {"PHAST_BUDGET": "off"}),
+)
+
+
+def bench(workdir: Path, *, seconds: float = 20.0, size: tuple[int, int] = (1280, 720),
+          modes: Sequence[str] = ("play", "seek"),
+          env: dict[str, str] | None = None) -> list[PlayResult]:
+    """``hwbench mlt``: a constant-rate clip (GOP 120) and a phone-style VFR clip of
+    ``seconds`` at ``size``, each played and sought at 30 fps through each of
+    :data:`SERVICES`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fps = Fraction(30)
+    profile = write_profile(workdir / f"p30_{size[0]}x{size[1]}", size, fps)
+    frames = int(seconds * 30)
+    clips = {
+        "cfr": workdir / f"cfr_{size[0]}x{size[1]}_{frames}.mp4",
+        "vfr": workdir / f"vfr_{size[0]}x{size[1]}_{frames}.mp4",
+    }
+    if not clips["cfr"].exists():
+        write_clip(clips["cfr"], frames=frames, size=size, gop=120)
+    if not clips["vfr"].exists():
+        write_clip(clips["vfr"], frames=frames, size=size, gop=120, ticks=PHONE_TICKS)
+    results = []
+    for kind, clip in clips.items():
+        expected = expected_hashes(clip, fps)
+        for label, service, extra in SERVICES:
+            for mode in modes:
+                r = play(clip, profile, service, mode, seconds * 0.9, expected=expected,
+                         fps=fps, env={**(env or {}), **extra})
+                r.mode, r.service = f"{kind} {mode}", label
+                results.append(r)
+    return results
+
+
+def table(results: Sequence[PlayResult]) -> str:
+    """The benchmark's table (markdown)."""
+    rows = ["| clip, pattern | producer | shown | late | dropped | right | wrong "
+            "| PROXY/NEAREST/BLANK | CPU (share of a core) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| {r.mode} | {r.service} | {r.shown}/{r.ticks} | {r.late} | {r.dropped} "
+                    f"| {r.right} | {r.wrong} | {r.degraded} | {r.cpu_share:.2f} |")
+    return "\n".join(rows)

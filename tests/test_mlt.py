@@ -137,3 +137,16 @@ def test_vfr_phone_clip_right_where_avformat_is_wrong(media, env, tmp_path) -> N
                           if not np.array_equal(got[p], lumas[shown[p]])]
     assert wrong["phast"] == []  # every position shows the frame on screen at its time
     assert len(wrong["avformat"]) > positions // 10, wrong  # MLT's own producer does not
+
+
+def test_player_loop_checks_what_it_shows(media, env) -> None:  # type: ignore[no-untyped-def]
+    """hwbench mlt's paced loop: every picture is counted right, wrong or degraded against
+    the frame on screen at its position (its luma hash is the Python one)."""
+    clip, fps = media["a"], Fraction(30)
+    expected = mlt.expected_hashes(clip, fps)
+    for service in ("avformat", "phast"):
+        r = mlt.play(clip, media["p30"], service, "play", 1.5, expected=expected, fps=fps,
+                     env={**env, "PHAST_BUDGET": "off"}, deadline=10.0)
+        assert r.shown + r.dropped == r.ticks == 45
+        assert r.right + r.wrong + r.degraded == r.shown
+        assert r.wrong == 0 and r.right >= 40, r  # a constant-rate clip at the profile's rate
