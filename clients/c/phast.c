@@ -254,6 +254,15 @@ static int j_int(const jparser *p, int k, int64_t lo, int64_t hi, int64_t *out) 
     return 0;
 }
 
+/* A number in the C locale (the host's may use a decimal comma). */
+static int j_double(const jparser *p, int k, locale_t cloc, double *out) {
+    if (k < 0 || p->t[k].type != J_NUM) return -1;
+    char num[48];
+    snprintf(num, sizeof num, "%.*s", p->t[k].end - p->t[k].start, p->s + p->t[k].start);
+    *out = strtod_l(num, NULL, cloc);
+    return 0;
+}
+
 static int j_bool(const jparser *p, int k, int *out) {
     if (k < 0 || (p->t[k].type != J_TRUE && p->t[k].type != J_FALSE)) return -1;
     *out = p->t[k].type == J_TRUE;
@@ -848,6 +857,18 @@ static void client_free(phast_client *c) {
     free(c);
 }
 
+/* Connect a new client (or say why not, and free it). */
+static int first_connection(phast_client *c, phast_client **out) {
+    int rc = ensure_connected(c);
+    if (rc) {
+        snprintf(create_err, sizeof create_err, "%s", c->err);
+        client_free(c);
+        return rc;
+    }
+    *out = c;
+    return PHAST_OK;
+}
+
 int phast_spawn(phast_client **out, const char *const *argv) {
     if (!out) return PHAST_E_INVALID;
     *out = NULL;
@@ -880,14 +901,7 @@ int phast_spawn(phast_client **out, const char *const *argv) {
         client_free(c);
         return PHAST_E_INVALID;
     }
-    int rc = ensure_connected(c);
-    if (rc) {
-        snprintf(create_err, sizeof create_err, "%s", c->err);
-        client_free(c);
-        return rc;
-    }
-    *out = c;
-    return PHAST_OK;
+    return first_connection(c, out);
 }
 
 int phast_connect(phast_client **out, const char *path) {
@@ -907,14 +921,7 @@ int phast_connect(phast_client **out, const char *path) {
         client_free(c);
         return PHAST_E_NOMEM;
     }
-    int rc = ensure_connected(c);
-    if (rc) {
-        snprintf(create_err, sizeof create_err, "%s", c->err);
-        client_free(c);
-        return rc;
-    }
-    *out = c;
-    return PHAST_OK;
+    return first_connection(c, out);
 }
 
 void phast_disconnect(phast_client *c) {
@@ -1080,22 +1087,11 @@ int phast_info(phast_client *c, int clip, phast_clip_info *out) {
         rc = fail(c, PHAST_E_PROTOCOL, "malformed info reply");
         goto out;
     }
-    {
-        /* doubles: parsed in the C locale */
-        int ks = j_get(p, in, "start_time"), kd = j_get(p, in, "duration");
-        char num[48];
-        for (int which = 0; which < 2; which++) {
-            int k = which ? kd : ks;
-            if (k < 0 || p->t[k].type != J_NUM) {
-                drop_connection(c);
-                rc = fail(c, PHAST_E_PROTOCOL, "malformed info times");
-                goto out;
-            }
-            snprintf(num, sizeof num, "%.*s", p->t[k].end - p->t[k].start, p->s + p->t[k].start);
-            double v = strtod_l(num, NULL, c->cloc);
-            if (which) dur = v;
-            else start = v;
-        }
+    if (j_double(p, j_get(p, in, "start_time"), c->cloc, &start) < 0 ||
+        j_double(p, j_get(p, in, "duration"), c->cloc, &dur) < 0) {
+        drop_connection(c);
+        rc = fail(c, PHAST_E_PROTOCOL, "malformed info times");
+        goto out;
     }
     j_str(p, j_get(p, in, "backend"), info.backend, sizeof info.backend);
     j_str(p, j_get(p, in, "index_method"), info.index_method, sizeof info.index_method);
@@ -1197,12 +1193,7 @@ static int read_frame(phast_client *c, phast_frame *f) {
         pl < 0 || p->t[pl].type != J_ARR || p->t[pl].count < 1 || p->t[pl].count > 4)
         return fail(c, PHAST_E_PROTOCOL, "malformed frame reply");
     j_bool(p, j_get(p, 0, "key_frame"), &key);
-    int kt = j_get(p, 0, "time");
-    if (kt >= 0 && p->t[kt].type == J_NUM) {
-        char num[48];
-        snprintf(num, sizeof num, "%.*s", p->t[kt].end - p->t[kt].start, p->s + p->t[kt].start);
-        fr.time = strtod_l(num, NULL, c->cloc);
-    }
+    j_double(p, j_get(p, 0, "time"), c->cloc, &fr.time);
     fr.quality = (phast_quality)-1;
     for (int i = 0; i < 4; i++)
         if (strcmp(q, QUALITIES[i]) == 0) fr.quality = (phast_quality)i;
