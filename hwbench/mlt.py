@@ -132,18 +132,19 @@ def melt(args: Sequence[str], *, env: dict[str, str] | None = None,
     return out
 
 
-def raw_args(source: str, out: Path, profile: Path | None = None) -> list[str]:
+def raw_args(source: str, out: Path, profile: Path | None = None,
+             real_time: int = 0) -> list[str]:
     """melt arguments rendering ``source`` (``phast:FILE``, ``avformat:FILE`` or an XML
-    project) to raw yuv420p, not in real time (every frame rendered, none dropped)."""
+    project) to raw yuv420p, never dropping a frame (``real_time`` 0, or -N: N threads)."""
     return [source] + (["-profile", str(profile)] if profile else []) + [
         "-consumer", f"avformat:{out}", "f=rawvideo", "vcodec=rawvideo", "pix_fmt=yuv420p",
-        "real_time=0", "an=1"]
+        f"real_time={real_time}", "an=1"]
 
 
 def render_raw(source: str, out: Path, *, profile: Path | None = None,
-               env: dict[str, str] | None = None) -> Path:
+               env: dict[str, str] | None = None, real_time: int = 0) -> Path:
     """:func:`raw_args` run through melt-phast."""
-    melt(raw_args(source, out, profile), env=env)
+    melt(raw_args(source, out, profile, real_time), env=env)
     return out
 
 

@@ -56,6 +56,11 @@ def test_render_is_avformats_picture_and_pyavs_luma(media, env, tmp_path) -> Non
     assert len(ours) == len(theirs) == len(lumas) == 96  # melt's automatic profile agreed
     np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(mlt.luma(ours, SIZE), np.stack(lumas))
+    # a render on three threads (real_time=-3: frames in parallel, none dropped) is a render:
+    # EXACT frames from one shared client, the same bytes
+    threaded = _frames(mlt.render_raw(f"phast:{clip}", tmp_path / "threads.yuv", env=env,
+                                      real_time=-3))
+    np.testing.assert_array_equal(threaded, theirs)
 
 
 def _workers_under(pid: int) -> list[psutil.Process]:

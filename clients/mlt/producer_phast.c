@@ -10,8 +10,10 @@
  * is the frame on screen at p / fps (what avformat approximates by seeking).
  *
  * Exact or on time:
- *   - rendering (the consumer's real_time=0, or no consumer known): the EXACT frame, blocking;
- *   - realtime playback (real_time != 0): answered within one frame period with the best
+ *   - rendering (a consumer with real_time <= 0, which never drops frames, or no consumer
+ *     known): the EXACT frame, blocking;
+ *   - realtime playback (real_time > 0: a player that drops late frames): answered within one
+ *     frame period with the best
  *     tier phast has (EXACT, PROXY, NEAREST, BLANK; "phast.quality", "phast.shows" on the frame);
  *   - the producer property "phast.deadline" overrides both: seconds (> 0), or 0 for EXACT.
  *
@@ -135,7 +137,8 @@ static double deadline_for(producer_phast_s *self, mlt_frame frame) {
         return v > 0 ? v : 0;
     }
     mlt_consumer consumer = mlt_properties_get_data(MLT_FRAME_PROPERTIES(frame), "consumer", NULL);
-    if (!consumer || !mlt_properties_get_int(MLT_CONSUMER_PROPERTIES(consumer), "real_time"))
+    /* real_time <= 0 never drops a frame (a render; Shotcut renders with -N threads): EXACT */
+    if (!consumer || mlt_properties_get_int(MLT_CONSUMER_PROPERTIES(consumer), "real_time") <= 0)
         return 0;
     return 1.0 / profile_fps(self->parent);
 }
