@@ -415,7 +415,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.fd is not None and args.socket is not None:
         raise CommandError("--fd and --socket exclude each other", 2)
-    return serve.main(args.fd, args.socket, args.cache_dir, args.idle_exit)
+    try:
+        return serve.main(args.fd, args.socket, args.cache_dir, args.idle_exit)
+    except OSError as e:  # a socket path that is taken, a folder that is not private
+        raise CommandError(f"cannot serve: {e}") from e
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:

@@ -269,3 +269,14 @@ def test_a_hostile_client_cannot_hurt_the_server(shared: str, make) -> None:  # 
     clip, _ = c.open(str(make(CLIP)))
     assert c.frame(clip, 2).quality == "exact"
     c.close()
+
+
+def test_serve_refuses_a_shared_folder_and_a_taken_socket(shared: str, tmp_path: Path) -> None:
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o755)
+    os.chmod(open_dir, 0o755)
+    for path, why in ((open_dir / "s.sock", "mode 0700"), (Path(shared), "already listens")):
+        out = subprocess.run([sys.executable, "-m", "phast", "serve", "--socket", str(path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and why in out.stderr, out.stderr
+    assert Client.connect(shared).stats()["connections"] == 1  # the live one still serves
