@@ -145,6 +145,18 @@ class IndexMismatch(PhastError, RuntimeError):
     """
 
 
+class ProxyBuildFailed(PhastError, RuntimeError):
+    """Raised by a proxy farm's task (:mod:`phast.farm`) when some of its frames could not be
+    built; ``frames`` lists them (Dask retries the task, then the farm reports them)."""
+
+    def __init__(self, message: str, frames: tuple[int, ...] = ()) -> None:
+        super().__init__(message, tuple(frames))  # both in args: survives pickling
+        self.frames = tuple(frames)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 #: Error types a worker may name in an error record, mapped to the class raised in the editor.
 #: A name outside this table becomes a :class:`DecodeError` (the worker is not trusted to pick).
 WORKER_ERROR_TYPES: dict[str, type[PhastError]] = {
