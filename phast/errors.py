@@ -7,6 +7,11 @@ do not know phast.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class PhastError(Exception):
     """Base class of every phast error."""
@@ -155,6 +160,17 @@ class ProxyBuildFailed(PhastError, RuntimeError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def _import_extra(module: str, needed_for: str, extra: str) -> Any:
+    """``import module``, or :class:`MissingDependency` naming the extra that installs it
+    (phast's optional extras are imported at use, never at ``import phast``)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(f"{needed_for}: pip install 'phast[{extra}]'") from e
 
 
 #: Error types a worker may name in an error record, mapped to the class raised in the editor.

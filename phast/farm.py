@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument, MediaError, MissingDependency, ProxyBuildFailed
+from .errors import InvalidArgument, MediaError, ProxyBuildFailed, _import_extra
 from .index import FrameIndex
 from .proxy import ProxySpec
 from .sharedstore import SharedStore
@@ -44,12 +44,7 @@ DEFAULT_RETRIES = 2  #: Dask retries of a failed task before its frames are repo
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as e:
-        raise MissingDependency("a proxy farm needs Dask distributed: "
-                                "pip install 'phast[farm]'") from e
-    return distributed
+    return _import_extra("distributed", "a proxy farm needs Dask distributed", "farm")
 
 
 @dataclass(frozen=True)

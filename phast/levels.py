@@ -77,11 +77,7 @@ class LayeredStore(Store):
         super().flush_stats()
         hits, misses, self._shared_hits, self._shared_misses = (
             self._shared_hits, self._shared_misses, 0, 0)
-        with contextlib.suppress(Exception):
-            if hits:
-                self._cache.incr("stats/shared_hits", hits)
-            if misses:
-                self._cache.incr("stats/shared_misses", misses)
+        self._add_counts({"stats/shared_hits": hits, "stats/shared_misses": misses})
 
     def stats(self) -> dict[str, Any]:
         """The local level's stats with ``shared``: the shared level's (see

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument, MissingDependency
+from .errors import InvalidArgument, MissingDependency, _import_extra
 from .proxy import MAX_PROXY_BYTES, looks_like_jpeg
 
 LAYOUT = "phast-v1"
@@ -67,12 +67,9 @@ _FAN = 4096  #: objects per directory
 
 
 def _fsspec() -> Any:
-    try:
-        import fsspec
-    except ImportError as e:  # imported at use: the shared store is an optional extra
-        raise MissingDependency("a shared proxy store needs fsspec (and s3fs for s3://): "
-                                "pip install 'phast[farm]'") from e
-    return fsspec
+    # imported at use: the shared store is an optional extra
+    return _import_extra("fsspec", "a shared proxy store needs fsspec (and s3fs for s3://)",
+                        "farm")
 
 
 def object_key(identity: str, stream: int, spec: str, index: int) -> str:
@@ -80,21 +77,33 @@ def object_key(identity: str, stream: int, spec: str, index: int) -> str:
     return f"{identity}/{stream}/{spec}/{index}"
 
 
+def _seal(magic: bytes, body: bytes) -> bytes:
+    return magic + hashlib.blake2b(body, digest_size=_DIGEST).digest() + body
+
+
+def _unseal(data: bytes, magic: bytes, head: struct.Struct, limit: int) -> bytes | None:
+    """The body of a sealed blob (magic, blake2b digest, body) if it is whole and within
+    ``limit`` bytes, else None."""
+    start = len(magic) + _DIGEST
+    if not (start + head.size <= len(data) <= limit) or not data.startswith(magic):
+        return None
+    body = data[start:]
+    if hashlib.blake2b(body, digest_size=_DIGEST).digest() != data[len(magic):start]:
+        return None
+    return body
+
+
 def seal_object(key: str, width: int, height: int, jpeg: bytes) -> bytes:
     """The bytes of one shared object (``struct`` fields and the picture, checksummed)."""
-    body = _OBJ_HEAD.pack(width, height, len(key.encode())) + key.encode() + jpeg
-    return _OBJECT_MAGIC + hashlib.blake2b(body, digest_size=_DIGEST).digest() + body
+    return _seal(_OBJECT_MAGIC, _OBJ_HEAD.pack(width, height, len(key.encode()))
+                 + key.encode() + jpeg)
 
 
 def open_object(data: bytes, key: str) -> tuple[int, int, bytes] | None:
     """``(width, height, jpeg)`` of a sealed object named ``key``, or None when it is damaged,
     foreign (sealed under another key), oversized or not a JPEG picture."""
-    head = len(_OBJECT_MAGIC) + _DIGEST
-    if not (head + _OBJ_HEAD.size < len(data) <= MAX_OBJECT) or not data.startswith(
-            _OBJECT_MAGIC):
-        return None
-    body = data[head:]
-    if hashlib.blake2b(body, digest_size=_DIGEST).digest() != data[len(_OBJECT_MAGIC):head]:
+    body = _unseal(data, _OBJECT_MAGIC, _OBJ_HEAD, MAX_OBJECT)
+    if body is None:
         return None
     width, height, klen = _OBJ_HEAD.unpack_from(body)
     if body[_OBJ_HEAD.size:_OBJ_HEAD.size + klen] != key.encode():
@@ -106,18 +115,13 @@ def open_object(data: bytes, key: str) -> tuple[int, int, bytes] | None:
 
 
 def _seal_manifest(key: str, have: np.ndarray, nbytes: int) -> bytes:
-    body = _MAN_HEAD.pack(len(have), nbytes, len(key.encode())) + key.encode() \
-        + np.packbits(have).tobytes()
-    return _MANIFEST_MAGIC + hashlib.blake2b(body, digest_size=_DIGEST).digest() + body
+    return _seal(_MANIFEST_MAGIC, _MAN_HEAD.pack(len(have), nbytes, len(key.encode()))
+                 + key.encode() + np.packbits(have).tobytes())
 
 
 def _open_manifest(data: bytes, key: str, frame_count: int) -> tuple[np.ndarray, int] | None:
-    head = len(_MANIFEST_MAGIC) + _DIGEST
-    if not (head + _MAN_HEAD.size <= len(data) <= MAX_MANIFEST) or not data.startswith(
-            _MANIFEST_MAGIC):
-        return None
-    body = data[head:]
-    if hashlib.blake2b(body, digest_size=_DIGEST).digest() != data[len(_MANIFEST_MAGIC):head]:
+    body = _unseal(data, _MANIFEST_MAGIC, _MAN_HEAD, MAX_MANIFEST)
+    if body is None:
         return None
     count, nbytes, klen = _MAN_HEAD.unpack_from(body)
     bits = body[_MAN_HEAD.size + klen:]

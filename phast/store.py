@@ -201,11 +201,13 @@ class Store:
     def flush_stats(self) -> None:
         """Add this process's proxy hits and misses to the store's shared counters."""
         hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
-        with contextlib.suppress(Exception):
-            if hits:
-                self._cache.incr("stats/hits", hits)
-            if misses:
-                self._cache.incr("stats/misses", misses)
+        self._add_counts({"stats/hits": hits, "stats/misses": misses})
+
+    def _add_counts(self, counts: dict[str, int]) -> None:
+        with contextlib.suppress(Exception):  # counters are statistics: never worth an error
+            for key, n in counts.items():
+                if n:
+                    self._cache.incr(key, n)
 
     def stats(self) -> dict[str, Any]:
         """bytes on disk, entries, clips (distinct sources), proxy hits/misses and hit rate."""

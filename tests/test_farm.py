@@ -261,3 +261,25 @@ def test_environment_names_the_share(make, tmp_path: Path,
     with pytest.raises(phast.InvalidArgument):
         monkeypatch.delenv("PHAST_SHARED_STORE")
         phast.open(make(CLIP), cache_dir=tmp_path / "c", publish=True)
+
+
+def test_cli_dask_and_hwbench_farm(make, tmp_path: Path) -> None:
+    clip = str(make(CLIP))
+    share = tmp_path / "share"
+    out = subprocess.run([sys.executable, "-m", "phast", "proxy", "build", clip, "--quiet",
+                          "--dask", "local:1", "--shared-store", str(share), "--chunk", "48",
+                          "--cache-dir", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "96 proxies built, 0 already in" in out.stdout and "0 frames failed" in out.stdout
+    assert len(_objects(share)) == 96
+
+    from hwbench import farm as bench
+
+    result = bench.run(clip, bench.FarmConfig(workers=(1,), repeat=1, chunk=48, torture_s=1.0,
+                                              progress=False))
+    [row] = result["rows"]
+    assert (row["frames"], row["failed"]) == (96, 0) and row["proxies_per_s"] > 0
+    assert result["torture"]["store_at_start"]["proxies"] == 96
+    assert result["torture"]["proxy_or_better"] is not None
+    assert "PROXY-or-better" in bench.format_result(result)
