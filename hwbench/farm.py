@@ -3,9 +3,10 @@ from the shared store only.
 
 1. For each worker count N (default 1 and 2), ``repeat`` times: a fresh directory store, a
    LocalCluster of N single-threaded worker processes (started and warmed before the clock
-   starts: each worker has opened the clip once), then ``phast.farm.build`` of every frame.
-   proxies/s = frames built / wall seconds of the build. The host's load average is recorded
-   before each run: on a shared machine other work takes cores from the farm.
+   starts: its phast workers are up), then ``phast.farm.build`` of every frame.
+   proxies/s = frames built / wall seconds of the build. Measured alongside: the farm's CPU
+   per proxy (all its processes) and the cores other processes used meanwhile (on a shared
+   machine other work takes cores from the farm), and the load average before the run.
 2. ``hwbench torture`` against the last store built, through an editor whose local store is
    empty and that builds nothing (``proxies=False``): PROXY-or-better overall and in the first
    second, the tier mix.
@@ -55,19 +56,27 @@ def build_rate(path: str, workers: int, cfg: FarmConfig, cache_dir: str,
                share: str) -> dict[str, Any]:
     """One farm build of every frame of ``path`` into a fresh store at ``share``."""
     from phast import farm
+    from phast.power.cpu import tree_cpu_seconds
     from phast.sharedstore import SharedStore
+
+    from .procstats import system_busy_seconds
 
     load = os.getloadavg()
     with farm.connect(f"local:{workers}") as client:
         _warm(client, path)
-        t = time.monotonic()
+        t, machine, tree = time.monotonic(), system_busy_seconds(), tree_cpu_seconds()
         [report] = farm.build([path], client, SharedStore(share), chunk=cfg.chunk,
                               cache_dir=cache_dir)
         seconds = time.monotonic() - t
+        # the farm's own CPU (driver, Dask workers, their sandboxed workers: all descendants)
+        # and everyone else's, measured over the build
+        cpu = tree_cpu_seconds() - tree
+        other = max(0.0, system_busy_seconds() - machine - cpu) / seconds
     return {"workers": workers, "frames": report.built, "failed": len(report.failed),
             "tasks": report.tasks, "seconds": round(seconds, 3),
             "proxies_per_s": round(report.built / seconds, 2),
-            "load_before": [round(v, 2) for v in load]}
+            "cpu_ms_per_proxy": round(1000 * cpu / max(report.built, 1), 2),
+            "other_cores": round(other, 2), "load_before": [round(v, 2) for v in load]}
 
 
 def run(path: str, cfg: FarmConfig) -> dict[str, Any]:
@@ -115,10 +124,11 @@ def run(path: str, cfg: FarmConfig) -> dict[str, Any]:
 def format_result(out: dict[str, Any]) -> str:
     lines = [f"hwbench farm: {out['clip']}",
              f"{'workers':>7} {'frames':>7} {'tasks':>5} {'seconds':>8} {'proxies/s':>10} "
-             "load before"]
+             f"{'cpu ms/proxy':>12} {'other cores':>11}  load before"]
     for r in out["rows"]:
         lines.append(f"{r['workers']:>7} {r['frames']:>7} {r['tasks']:>5} {r['seconds']:>8.2f} "
-                     f"{r['proxies_per_s']:>10.1f} {r['load_before']}")
+                     f"{r['proxies_per_s']:>10.1f} {r['cpu_ms_per_proxy']:>12.2f} "
+                     f"{r['other_cores']:>11.2f}  {r['load_before']}")
     if "speedup" in out:
         lines.append(f"speedup (best of each): {out['speedup']:.2f}x")
     t = out.get("torture")
