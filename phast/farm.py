@@ -113,8 +113,9 @@ def build_range(task: FarmTask, index_blob: bytes) -> dict[str, Any]:
     if shared is None:
         shared = _shares[share_key] = SharedStore(task.shared_url, **task.storage_options)
     identity = source_identity(task.path)
+    differs = f"{task.path} differs on this machine from the driver's copy"
     if identity != task.identity:
-        raise MediaError(f"{task.path} differs on this machine from the driver's copy")
+        raise MediaError(differs)
     store = _store_for(local, shared, True)
     if store.get_index(identity, task.backend, task.stream) is None:  # the driver's index
         store.put_index(identity, task.backend, task.stream, FrameIndex.from_bytes(index_blob),
@@ -123,6 +124,8 @@ def build_range(task: FarmTask, index_blob: bytes) -> dict[str, Any]:
     with open_clip(task.path, backend=task.backend, stream=task.stream, cache_dir=local,
                    proxies=False, proxy_height=task.height, proxy_shortcuts=task.shortcuts,
                    budget="off", shared_store=shared, publish=True) as clip:
+        if clip._session.identity != identity:  # rewritten since: not the frames planned
+            raise MediaError(differs)
         clip.build_proxies(frames=task.frames)
         n = len(clip)
     have = shared.manifest(identity, task.stream, spec.key, n, fresh=True)
