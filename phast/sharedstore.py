@@ -9,8 +9,8 @@ root URL::
     phast-v1/manifests/<identity>/<stream>/<spec>/<writer>.phm                  who wrote what
 
 **Objects** are content-addressed by what determines their picture (source identity, stream,
-proxy spec, frame index) and immutable: the first complete object under a name stands, a later
-writer of the same name writes the same picture. Each is written whole or not at all: to a
+proxy spec, frame index) and immutable in content: a later writer of the same name (a retried
+task) replaces it atomically with the same picture. Each is written whole or not at all: to a
 temporary name then renamed on filesystems, in a single put on object stores (:data:`SINGLE_PUT`),
 so a reader never sees a partial one; a writer killed mid-write leaves only a ``.tmp-`` file that
 no reader ever opens.
