@@ -5,8 +5,8 @@
     get_proxy ──► local Store ──hit──► picture
                       │ miss
                       ▼
-                 SharedStore (checked object) ──hit──► picture, and a copy into the local level
-                      │ miss
+                 SharedStore (checked object) ──hit──► picture; a copy into the local level
+                      │ miss                              follows on a filler thread
                       ▼
                     None (the tiers try the next fallback)
 
@@ -19,14 +19,17 @@ is what it must build, whatever its own local cache holds.
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures as cf
 import os
+import threading
 from typing import Any
 
 import numpy as np
 
 from .sharedstore import SharedStore
 from .store import DEFAULT_SIZE_LIMIT, Store
+
+MAX_FILLS = 64  #: shared hits waiting to be copied into the local level, at most
 
 
 class LayeredStore(Store):
@@ -38,6 +41,9 @@ class LayeredStore(Store):
         self.shared, self.publish = shared, publish
         self._shared_hits = self._shared_misses = 0
         self._frame_counts: dict[tuple[str, int, str], int] = {}
+        self._filler = cf.ThreadPoolExecutor(1, thread_name_prefix="phast-fill")
+        self._fill_lock = threading.Lock()
+        self._filling = 0  # fills queued or running
 
     def get_proxy(self, identity: str, stream: int, spec: str,
                   index: int) -> tuple[int, int, bytes] | None:
@@ -49,15 +55,30 @@ class LayeredStore(Store):
             self._shared_misses += 1
             return None
         self._shared_hits += 1
+        with self._fill_lock:
+            if self._filling >= MAX_FILLS:
+                return entry  # filling is best effort: a burst of hits skips some
+            self._filling += 1
+        self._filler.submit(self._fill, identity, stream, spec, index, entry)
+        return entry
+
+    def _fill(self, identity: str, stream: int, spec: str, index: int,
+              entry: tuple[int, int, bytes]) -> None:
+        """Copy a shared hit into the local level (on the filler thread: a fallback waiting
+        for its picture does not wait for SQLite)."""
         width, height, data = entry
-        with contextlib.suppress(Exception):  # filling the first level is best effort
+        try:
             count = self._frame_counts.get((identity, stream, spec))
             if count is None:
                 super().put_proxy(identity, stream, spec, index, width, height, data)
             else:
                 super().put_proxies(identity, stream, spec, count,
                                     [(index, width, height, data)])
-        return entry
+        except Exception:  # a full or damaged local level: the share still has it
+            pass
+        finally:
+            with self._fill_lock:
+                self._filling -= 1
 
     def proxy_map(self, identity: str, stream: int, spec: str, frame_count: int) -> np.ndarray:
         """Local map ORed with the shared manifests (publishing: the shared manifests only)."""
@@ -79,9 +100,14 @@ class LayeredStore(Store):
             self._shared_hits, self._shared_misses, 0, 0)
         self._add_counts({"stats/shared_hits": hits, "stats/shared_misses": misses})
 
+    def close(self) -> None:
+        self._filler.shutdown(wait=True)  # queued fills land before the cache closes
+        super().close()
+
     def stats(self) -> dict[str, Any]:
-        """The local level's stats with ``shared``: the shared level's (see
-        :meth:`SharedStore.stats`) and this cache's hits and misses on it."""
+        """The local level's stats (shared hits copied so far included) with ``shared``: the
+        shared level's (see :meth:`SharedStore.stats`) and this cache's hits and misses on it."""
+        self._filler.submit(lambda: None).result()  # fills queued before now have landed
         out = super().stats()
         hits = int(self._cache.get("stats/shared_hits", 0))
         misses = int(self._cache.get("stats/shared_misses", 0))
