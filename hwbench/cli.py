@@ -1,5 +1,5 @@
 """``hwbench`` command line: ``access``, ``torture``, ``compare``, ``report``, ``fuzz``,
-``proxies``, ``farm``, ``kernels`` and ``democlip`` subcommands.
+``proxies``, ``farm``, ``kernels``, ``mlt`` and ``democlip`` subcommands.
 
 Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
 Only argparse and the standard library are imported at module level, so ``hwbench --help``
@@ -211,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
     f.add_argument("--quiet", action="store_true", help="no progress on stderr")
     f.set_defaults(func=_cmd_farm)
+    m = sub.add_parser("mlt", help="MLT realtime playback and seeking: the phast producer vs "
+                       "MLT's avformat producer (late, dropped, wrong frames, CPU)")
+    m.add_argument("--seconds", type=float, default=20.0, help="clip length (default 20)")
+    m.add_argument("--size", type=_size, default=(1280, 720), help="clip size (default 1280x720)")
+    m.add_argument("--workdir", type=Path, default=None,
+                   help="clips and profiles (default ~/.cache/phast/mltbench)")
+    m.add_argument("--json", type=Path, default=None, help="write the results here too")
+    m.set_defaults(func=_cmd_mlt)
+
     k = sub.add_parser("kernels", help="device kernels (OpenCL, CUDA) vs the NumPy reference "
                        "and swscale: 1080p NV12 → rgb24 and → 360p proxy")
     k.add_argument("--repeat", type=int, default=5, help="timed runs per case (best is shown)")
@@ -411,6 +420,20 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     print(kernels.format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _cmd_mlt(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from . import mlt
+
+    workdir = args.workdir or Path.home() / ".cache" / "phast" / "mltbench"
+    results = mlt.bench(workdir, seconds=args.seconds, size=args.size)
+    print(mlt.table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in results],
+                                              indent=2))
     return 0
 
 

@@ -1,5 +1,5 @@
 """The ``phast`` command line: ``info``, ``frame``, ``backends``, ``proxy build``, ``cache``,
-``power``.
+``power``, ``serve``.
 
 ``import phast.cli`` is light: numpy, PyAV and the worker machinery load only when a subcommand
 needs them, and the CLI process itself never decodes (workers do) nor imports a backend (probes
@@ -414,6 +414,18 @@ def cmd_proxy_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``phast serve``: serve clients over a Unix socket (docs/protocol.md)."""
+    from . import serve
+
+    if args.fd is not None and args.socket is not None:
+        raise CommandError("--fd and --socket exclude each other", 2)
+    try:
+        return serve.main(args.fd, args.socket, args.cache_dir, args.idle_exit)
+    except OSError as e:  # a socket path that is taken, a folder that is not private
+        raise CommandError(f"cannot serve: {e}") from e
+
+
 def cmd_cache_stats(args: argparse.Namespace) -> int:
     """``phast cache stats``: size, entries, clips and hit rate of the store."""
     from .sharedstore import open_shared
@@ -599,6 +611,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--dask: frames per task, at least (whole groups of pictures)")
     b.add_argument("--retries", type=int, default=2, help="--dask: retries of a failed task")
     b.set_defaults(func=cmd_proxy_build)
+
+    p = sub.add_parser("serve", help="serve clients (C, MLT) over a Unix socket",
+                       description="Serve phast to other processes over a Unix socket "
+                                   "(docs/protocol.md): a client's child on an inherited "
+                                   "socketpair (--fd), or shared at a path (--socket; "
+                                   "default $XDG_RUNTIME_DIR/phast/serve.sock).")
+    p.add_argument("--fd", metavar="N", type=_non_negative_int, default=None,
+                   help="serve the one client on inherited socket descriptor N, exit when "
+                        "it goes")
+    p.add_argument("--socket", metavar="PATH", default=None,
+                   help="listen at PATH (mode 0600, in a 0700 directory)")
+    p.add_argument("--idle-exit", metavar="S", type=_positive_float, default=None,
+                   help="with a socket path: exit after S seconds without clients")
+    p.add_argument("--cache-dir", metavar="DIR", default=None)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("cache", help="the on-disk store: stats, clear",
                        description="The on-disk store of frame indices and proxies.")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .types import Quality
+
+if TYPE_CHECKING:
+    from .shm import Slot
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +102,18 @@ class Frame:
         self._array = None
         self._planes = None
         self._lease = None
+
+    @property
+    def slot(self) -> Slot | None:
+        """The shared-memory slot holding these pixels (``None`` for a frame with its own memory:
+        a copy, a BLANK picture, a released frame).
+
+        For code that hands the pixels to another process (``phast serve``): ``slot.fd`` is the
+        memfd (sealed against resizing), ``slot.offset_of(plane)`` where each plane starts. The
+        slot is not reused while this frame is unreleased; never write to it.
+        """
+        lease = self._lease
+        return None if lease is None or self._array is None else lease.slot
 
     @property
     def released(self) -> bool:

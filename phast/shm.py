@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import gc
 import itertools
 import mmap
@@ -46,15 +47,32 @@ class Slot:
     def __init__(self, slot_id: int, size: int) -> None:
         self.id = slot_id
         self.size = _round_up(size)
-        self.fd: int | None = os.memfd_create(f"phast-slot-{slot_id}", os.MFD_CLOEXEC)
+        self.fd: int | None = os.memfd_create(f"phast-slot-{slot_id}",
+                                              os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         # A slot dropped without close() (its pool collected as garbage, or a failed mmap below)
         # must not leave the descriptor open: the mapping dies with the mmap object, the fd
         # only with this.
         self._close_fd = weakref.finalize(self, os.close, self.fd)
         # Pages are allocated on first touch: an oversized slot costs address space, not memory.
         os.ftruncate(self.fd, self.size)
+        # A slot never changes size (a bigger frame gets a new slot). Sealed, nobody holding
+        # its descriptor -- a worker, a `phast serve` client -- can shrink it under another
+        # process's mapping (a SIGBUS there); clients check the seal before mapping.
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.buffer = np.frombuffer(self.map, dtype=np.uint8)
+
+    def offset_of(self, array: np.ndarray) -> int:
+        """Byte offset in this slot of ``array``'s first element; ValueError if ``array``'s
+        memory is not inside the slot."""
+        offset = array.ctypes.data - self.buffer.ctypes.data
+        span = array.nbytes if array.flags.c_contiguous else (
+            sum((n - 1) * st for n, st in zip(array.shape, array.strides, strict=True))
+            + array.itemsize)
+        if not 0 <= offset <= offset + span <= self.size:
+            raise ValueError("array is not inside this slot")
+        return offset
 
     def close(self) -> None:
         if self.fd is not None:

@@ -15,9 +15,10 @@ What phast has costs little to show, so it is the budget's floor (:mod:`phast.go
 decoding a stored proxy picture is charged to the clip but never refused, while exact decodes,
 prefetching and building share what is left.
 
-The fallback lookups start ``FALLBACK_RESERVE`` before the deadline, so a request whose exact
-frame arrives in time costs no proxy work -- or at once, when the clip's cost model
-(:meth:`Session.exact_estimate`) says the exact frame cannot make the deadline (a long seek).
+The fallback lookups start ``FALLBACK_RESERVE`` (or ``FALLBACK_SHARE`` of a longer deadline)
+before the deadline, so a request whose exact frame arrives in time costs no proxy work -- or at
+once, when the clip's cost model (:meth:`Session.exact_estimate`) says the exact frame cannot
+make the deadline (a long seek).
 The exact decode goes on after the deadline (``Request.exact`` resolves, ``on_exact`` fires)
 unless a newer request for the clip supersedes it while it is still queued.
 """
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 #: Seconds before the deadline at which the fallback lookups start (a stored-proxy read plus a
 #: 360p JPEG decode on the image worker take ~2-5 ms; the rest is scheduling margin).
 FALLBACK_RESERVE = 0.020
+#: ... or this share of the request's whole deadline, if more: a longer deadline (a render
+#: preview, an MLT ``phast.deadline``) leaves the fallback room for a loaded machine, where
+#: the image worker's answer can take tens of milliseconds, at the cost of a ~1 ms picture
+#: decoded in vain when EXACT lands in the last quarter.
+FALLBACK_SHARE = 0.25
 #: Seconds before the deadline at which ``Request.frame()`` stops waiting, so that thread
 #: wake-up delays on a busy machine still land the return inside the deadline.
 RETURN_MARGIN = 0.006
@@ -66,6 +72,7 @@ class Request:
         self._exact = exact
         self._fallback: cf.Future[Frame | None] | None = None
         self._lock = threading.Lock()
+        self._reserve = max(FALLBACK_RESERVE, FALLBACK_SHARE * (deadline_at - time.monotonic()))
         if fallback_now and not exact.done():
             self._start_fallback()
 
@@ -79,7 +86,7 @@ class Request:
         for decoding trouble: a failed or quarantined exact decode degrades to a lower tier."""
         now = time.monotonic()
         if not self._exact.done() and self._fallback is None:
-            start_fallback_at = self.deadline_at - FALLBACK_RESERVE - RETURN_MARGIN
+            start_fallback_at = self.deadline_at - self._reserve - RETURN_MARGIN
             if now < start_fallback_at:
                 cf.wait([self._exact], timeout=start_fallback_at - now)
         exact = _result(self._exact)

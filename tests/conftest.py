@@ -11,6 +11,7 @@ import pytest
 
 import phast
 from phast import registry
+from phast.testing.conformance import shm_entries, shm_left
 from tests import clips
 
 pytest_plugins = ["tests.gpu_gate"]  # PHAST_REQUIRE_GPU=1: hardware skips fail
@@ -40,13 +41,6 @@ def cache_dir(tmp_path: Path) -> Path:
     return d
 
 
-def shm_entries() -> set[str]:
-    try:
-        return set(os.listdir("/dev/shm"))
-    except FileNotFoundError:
-        return set()
-
-
 def worker_children() -> list[psutil.Process]:
     me = psutil.Process()
     return [p for p in me.children(recursive=True)
@@ -66,7 +60,7 @@ def pool() -> Iterator[phast.WorkerPool]:
         hang_timeout=2.0, idle_timeout=1.0, memory_limit=2 << 30, backends=()))
     yield p
     p.shutdown()
-    assert shm_entries() <= before, "shared-memory segments left in /dev/shm"
+    assert not shm_left(before), "shared-memory segments left in /dev/shm"
     pids = {w.pid for w in p.workers}
     assert not pids - {None}
 

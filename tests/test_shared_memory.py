@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 import phast
 from phast.shm import Lease
-from tests.conftest import shm_entries
+from phast.testing.conformance import shm_entries, shm_left
 from tests.reference import reference_frames
 
 CLIP = "h264_bpyramid_longgop"
@@ -120,7 +121,7 @@ def test_editor_process_never_decodes_and_leaves_nothing(ending, make, cache_dir
     assert report["worker"] != report["pid"]
     assert report["sandbox"]["no_new_privs"] == "active"
     assert report["sandbox"]["rlimits"].startswith("active")
-    assert shm_entries() <= before
+    assert not shm_left(before)
     for pid in {report["worker"], last_worker}:  # no worker outlives its editor
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
@@ -199,3 +200,26 @@ def test_delayed_calls_do_not_keep_their_arguments() -> None:
     time.sleep(0.05)
     gc.collect()
     assert refs[0]() is None and refs[1]() is None
+
+
+def test_shm_left_tells_a_leak_from_another_programs_entry(tmp_path) -> None:
+    """The leak check the fixtures use: /dev/shm is the machine's, other programs use it."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    before = shm_entries()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import multiprocessing as mp, sys\n"
+         "lock = mp.get_context('spawn').Lock()\nprint('ready', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    leaked = f"/dev/shm/phast-test-{os.getpid()}"
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        assert shm_entries() - before, "the other program's semaphore is in /dev/shm"
+        assert not shm_left(before)  # held by a live process that is not ours
+        with open(leaked, "w"):
+            pass
+        assert shm_left(before) == {os.path.basename(leaked)}  # held by nobody: a leak
+    finally:
+        holder.communicate(timeout=30)  # ends on end of input, releasing its semaphore
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leaked)

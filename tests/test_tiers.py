@@ -23,6 +23,11 @@ SLACK = 0.25  #: generous bound for a loaded 2-core machine; the benchmark measu
 #: (80x48 proxies) and per-pixel noisy, the worst case for 4:2:0 JPEG; 360p proxies of real
 #: 1080p footage measure ~38 dB (docs/architecture.md).
 PROXY_PSNR = 24.0
+#: Deadline of the requests that must be answered from a stored picture while the clip's worker
+#: is stopped: the picture is decoded on the image worker within it, which on a loaded shared
+#: machine can take longer than a frame period (a BLANK answer then is the tiers working, not
+#: the lie this file tests for).
+STORED_DEADLINE = 0.5
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,8 +134,8 @@ def test_proxy_and_nearest_tiers_do_not_lie(make, cache_dir, pool) -> None:
         os.kill(clip.worker_pid, signal.SIGSTOP)
         # the nearest stored picture, before or after: 75 -> 60, 35 -> 60 (not 0), 20 -> 0
         for i, near in ((75, 60), (35, 60), (20, 0)):
-            f, took = _timed(clip, i, 0.1)
-            assert took < 0.1 + SLACK
+            f, took = _timed(clip, i, STORED_DEADLINE)
+            assert took < STORED_DEADLINE + SLACK
             assert f.quality is phast.Quality.NEAREST and f.index == i and f.shows == near
             want = area_downscale(ref[near], *PROXY)
             assert f.array.shape == want.shape and psnr(f.array, want) > PROXY_PSNR
@@ -140,8 +145,8 @@ def test_proxy_and_nearest_tiers_do_not_lie(make, cache_dir, pool) -> None:
         clip.frame(0)
         os.kill(clip.worker_pid, signal.SIGSTOP)
         for i in (75, 13, 89):
-            f, took = _timed(clip, i, 0.1)
-            assert took < 0.1 + SLACK
+            f, took = _timed(clip, i, STORED_DEADLINE)
+            assert took < STORED_DEADLINE + SLACK
             assert f.quality is phast.Quality.PROXY and f.index == f.shows == i
             right = psnr(f.array, area_downscale(ref[i], *PROXY))
             wrong = psnr(f.array, area_downscale(ref[(i + 10) % 90], *PROXY))

@@ -33,6 +33,7 @@ turns that into a failure (for runs on the hardware a backend needs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -78,6 +79,53 @@ def shm_entries() -> set[str]:
         return set(os.listdir("/dev/shm"))
     except FileNotFoundError:
         return set()
+
+
+def shm_left(before: set[str]) -> set[str]:
+    """Entries added to ``/dev/shm`` since ``before`` that no other live process holds.
+
+    ``/dev/shm`` is the whole machine's: on a shared host other programs (a multiprocessing
+    pool's semaphores, a browser) add and remove entries while a test runs. An entry another
+    process still has mapped or open is theirs; one nobody but this process holds -- or nobody
+    at all, as what a dead worker leaked -- is a leak. Matched by inode: glibc maps a semaphore
+    under a temporary name before linking it to its own.
+    """
+    added: dict[tuple[int, int], str] = {}
+    for name in shm_entries() - before:
+        with contextlib.suppress(OSError):  # removed meanwhile: not left
+            st = os.stat(f"/dev/shm/{name}")
+            added[(st.st_dev, st.st_ino)] = name
+    shm_dev = {dev for dev, _ in added}
+    me = os.getpid()
+    for pid in psutil.pids():
+        if not added:
+            break
+        if pid == me:
+            continue
+        for key in _shm_held(pid, shm_dev):
+            added.pop(key, None)
+    return set(added.values())
+
+
+def _shm_held(pid: int, devices: set[int]) -> set[tuple[int, int]]:
+    """(device, inode) of the ``/dev/shm`` files process ``pid`` maps or has open."""
+    held: set[tuple[int, int]] = set()
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                    major, minor = (int(x, 16) for x in fields[3].split(":"))
+                    held.add((os.makedev(major, minor), int(fields[4])))
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return held  # gone, or not ours to read
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            if st.st_dev in devices:
+                held.add((st.st_dev, st.st_ino))
+    return held
 
 
 def open_paths(pid: int) -> set[str] | None:
@@ -238,7 +286,7 @@ class BackendConformance:
             hang_timeout=self.hang_timeout, idle_timeout=30.0))
         yield pool
         pool.shutdown()
-        assert shm_entries() <= shm_before, "entries appeared in /dev/shm"
+        assert not shm_left(shm_before), "entries appeared in /dev/shm"
         left = worker_processes() - workers_before
         assert not left, f"worker processes {sorted(left)} outlived pool.shutdown()"
 
