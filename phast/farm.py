@@ -101,6 +101,7 @@ def build_range(task: FarmTask, index_blob: bytes) -> dict[str, Any]:
     """Build ``task``'s frames into the shared store (runs in a Dask worker). Returns a small
     summary; raises :class:`ProxyBuildFailed` naming the frames the share still lacks."""
     from .clip import open as open_clip
+    from .levels import LayeredStore
     from .session import _store_for
     from .store import source_identity
 
@@ -117,6 +118,10 @@ def build_range(task: FarmTask, index_blob: bytes) -> dict[str, Any]:
     if identity != task.identity:
         raise MediaError(differs)
     store = _store_for(local, shared, True)
+    assert isinstance(store, LayeredStore)
+    # this worker's local level holds the index only: its proxies are for the share (a second
+    # copy on the worker's disk would cost a write per proxy and never be read)
+    store.keep_local = False
     if store.get_index(identity, task.backend, task.stream) is None:  # the driver's index
         store.put_index(identity, task.backend, task.stream, FrameIndex.from_bytes(index_blob),
                         task.source)

@@ -39,6 +39,8 @@ class LayeredStore(Store):
                  publish: bool = False, size_limit: int = DEFAULT_SIZE_LIMIT) -> None:
         super().__init__(directory, size_limit=size_limit)
         self.shared, self.publish = shared, publish
+        #: publishing: also keep what is built in the local level (a farm worker does not)
+        self.keep_local = True
         self._shared_hits = self._shared_misses = 0
         self._frame_counts: dict[tuple[str, int, str], int] = {}
         self._filler = cf.ThreadPoolExecutor(1, thread_name_prefix="phast-fill")
@@ -92,6 +94,8 @@ class LayeredStore(Store):
                     entries: list[tuple[int, int, int, bytes]]) -> None:
         if self.publish and entries:
             self.shared.put_many(identity, stream, spec, frame_count, entries)
+            if not self.keep_local:
+                return
         super().put_proxies(identity, stream, spec, frame_count, entries)
 
     def flush_stats(self) -> None:
