@@ -148,6 +148,9 @@ class Store:
                 have[:] = np.unpackbits(bits, count=count).astype(bool)
         return have
 
+    #: this store's own map, even where a subclass widens ``proxy_map`` (phast.levels)
+    _own_map = proxy_map
+
     def _write_map(self, identity: str, stream: int, spec: str, have: np.ndarray) -> None:
         payload = len(have).to_bytes(4, "little") + np.packbits(have).tobytes()
         self._cache.set(self._map_key(identity, stream, spec), _seal(payload), tag=identity)
@@ -161,7 +164,7 @@ class Store:
         with self._cache.transact():
             for index, width, height, data in entries:
                 self.put_proxy(identity, stream, spec, index, width, height, data)
-            have = self.proxy_map(identity, stream, spec, frame_count)
+            have = self._own_map(identity, stream, spec, frame_count)
             have[[e[0] for e in entries if 0 <= e[0] < frame_count]] = True
             self._write_map(identity, stream, spec, have)
 
@@ -198,11 +201,13 @@ class Store:
     def flush_stats(self) -> None:
         """Add this process's proxy hits and misses to the store's shared counters."""
         hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
-        with contextlib.suppress(Exception):
-            if hits:
-                self._cache.incr("stats/hits", hits)
-            if misses:
-                self._cache.incr("stats/misses", misses)
+        self._add_counts({"stats/hits": hits, "stats/misses": misses})
+
+    def _add_counts(self, counts: dict[str, int]) -> None:
+        with contextlib.suppress(Exception):  # counters are statistics: never worth an error
+            for key, n in counts.items():
+                if n:
+                    self._cache.incr(key, n)
 
     def stats(self) -> dict[str, Any]:
         """bytes on disk, entries, clips (distinct sources), proxy hits/misses and hit rate."""
