@@ -1,5 +1,5 @@
 """``hwbench`` command line: ``access``, ``torture``, ``compare``, ``report``, ``fuzz``,
-``proxies``, ``kernels``, ``mlt`` and ``democlip`` subcommands.
+``proxies``, ``farm``, ``kernels``, ``mlt`` and ``democlip`` subcommands.
 
 Contract: :func:`main` returns a process exit status (0 success, 2 usage error, 1 failure).
 Only argparse and the standard library are imported at module level, so ``hwbench --help``
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a seek on every request)")
     t.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     t.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    t.add_argument("--shared-store", metavar="URL", default=None,
+                   help="a shared proxy store behind the fresh local one (phast[farm])")
     t.add_argument("--chaos", type=float, default=0.0, metavar="N",
                    help="SIGKILL/SIGSTOP a random worker N times a minute (hwbench.chaos)")
     t.add_argument("--verify", action="store_true",
@@ -189,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build from exactly decoded frames (no proxy-only decoder settings)")
     x.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
     x.set_defaults(func=_cmd_proxies)
+    f = sub.add_parser("farm", help="proxy farm: proxies/s against Dask workers, then torture "
+                       "warm from the shared store only (needs phast[farm])")
+    f.add_argument("file", nargs="?", metavar="FILE", help="clip (default: the 1080p demo clip)")
+    f.add_argument("--workers", default="1,2", help="Dask worker counts (default 1,2)")
+    f.add_argument("--repeat", type=_positive_int, default=2, help="builds per count (best "
+                   "counts; default 2)")
+    f.add_argument("--chunk", type=_positive_int, default=96,
+                   help="frames per task, at least (whole groups of pictures)")
+    f.add_argument("--torture-s", type=float, default=20.0,
+                   help="seconds of torture warm from the share (0: none; default 20)")
+    f.add_argument("--rate", type=float, default=30.0, help="torture requests per second")
+    f.add_argument("--pattern", default="mixed", choices=["random", "scrub", "play", "mixed"])
+    f.add_argument("--budget", type=_budget_arg, default=0.10, help="as for torture")
+    f.add_argument("--clip", default="1080p", help="demo clip kind when no FILE is given")
+    f.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    f.add_argument("--demo-dir", help="where demo clips are generated and reused")
+    f.add_argument("--seed", type=int, default=1234, help="torture request sequence seed")
+    f.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
+    f.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    f.set_defaults(func=_cmd_farm)
     m = sub.add_parser("mlt", help="MLT realtime playback and seeking: the phast producer vs "
                        "MLT's avformat producer (late, dropped, wrong frames, CPU)")
     m.add_argument("--seconds", type=float, default=20.0, help="clip length (default 20)")
@@ -256,7 +278,8 @@ def _cmd_torture(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, threads=args.threads, backend=args.backend,
         workers=args.workers, max_inflight=args.max_inflight, drain_s=args.drain,
         progress=not args.quiet, deadline=args.deadline, exact=args.exact,
-        proxies=not args.no_proxies, chaos=args.chaos, verify=args.verify)
+        proxies=not args.no_proxies, chaos=args.chaos, verify=args.verify,
+        shared_store=args.shared_store)
     report = torture.run_torture(path, cfg)
     print(torture.format_report(report))
     if args.compare_pyav:
@@ -364,6 +387,29 @@ def _cmd_proxies(args: argparse.Namespace) -> int:
         print(proxies.format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_farm(args: argparse.Namespace) -> int:
+    from . import farm
+    from .democlip import demo_clip
+
+    path = args.file or str(demo_clip(args.clip, _demo_dir(args), seconds=args.seconds,
+                                      progress=not args.quiet))
+    try:
+        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+    except ValueError:
+        workers = ()
+    if not workers or min(workers) < 1:
+        print("hwbench farm: --workers is a list of counts >= 1, e.g. 1,2", file=sys.stderr)
+        return 2
+    cfg = farm.FarmConfig(workers=workers, repeat=max(1, args.repeat), chunk=args.chunk,
+                          torture_s=args.torture_s, rate=args.rate, pattern=args.pattern,
+                          budget=args.budget, seed=args.seed, progress=not args.quiet)
+    out = farm.run(path, cfg)
+    print(farm.format_result(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0
 
 

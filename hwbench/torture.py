@@ -206,6 +206,8 @@ class TortureConfig:
     progress_every: float = 5.0
     chaos: float = 0.0  #: worker faults a minute (SIGKILL/SIGSTOP, :mod:`hwbench.chaos`)
     verify: bool = False  #: check sampled EXACT frames against a sequential decode afterwards
+    #: a shared proxy store behind the (fresh) local one (phast.open(shared_store=...))
+    shared_store: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -434,14 +436,16 @@ class _PhastSystem:
         cache_dir = cfg.cache_dir or self._fresh.name  # type: ignore[union-attr]
         self.clip = phast.open(path, cache_dir=cache_dir, pool=pool, proxies=cfg.proxies,
                                backend=cfg.backend, backend_options={"threads": cfg.threads},
-                               budget="off" if cfg.budget is None else cfg.budget)
+                               budget="off" if cfg.budget is None else cfg.budget,
+                               shared_store=cfg.shared_store)
         self.width, self.height = self.clip.info.width, self.clip.info.height
         self.backend = self.clip.backend
         self.frame_rate = float(self.clip.info.average_rate or 0)
         #: what the store held when the clip opened (before any building)
         self.store_at_start = {"fresh": self._fresh is not None, "directory": cache_dir,
                                "frames": len(self.clip),
-                               "proxies": self.clip.proxies_stored}
+                               "proxies": self.clip.proxies_stored,
+                               "shared": cfg.shared_store}
 
     def __len__(self) -> int:
         return len(self.clip)
@@ -728,6 +732,8 @@ def _sec(v: float | None) -> str:
 
 def _store_line(store: dict[str, Any]) -> str:
     kind = "a fresh store" if store["fresh"] else f"store {store['directory']}"
+    if store.get("shared"):
+        kind += f" + shared store {store['shared']}"
     return (f"store at start: {kind}, {store['proxies']} of {store['frames']} frames with a "
             "proxy")
 

@@ -51,7 +51,8 @@ class ProxyBuilder:
     """
 
     def __init__(self, session: Session, *, full: bool = True,
-                 playhead: Callable[[], Sequence[int]] | None = None) -> None:
+                 playhead: Callable[[], Sequence[int]] | None = None,
+                 frames: Sequence[int] | None = None) -> None:
         assert session.index is not None and session.store is not None
         self.session = session
         self.full = full
@@ -60,14 +61,20 @@ class ProxyBuilder:
         n = index.frame_count
         have = session.proxies_known()
         self._keys = [int(k) for k in index.keyframes() if not have[int(k)]]
+        wanted = None if frames is None else set(int(i) for i in frames)
+        if wanted is not None:
+            # only these frames, each group of pictures in one sequential pass (keyframes
+            # included: a proxy farm has no playhead to serve first)
+            self._keys, full = [], True
         # Groups of pictures by their first display index: the frames each still lacks.
         bounds = sorted(set(int(k) for k in index.keyframes()) | {0, n})
         self._starts = bounds[:-1]
         self._groups: dict[int, list[int]] = {}
         if full:
-            keys = set(int(k) for k in index.keyframes())
+            keys = set(int(k) for k in index.keyframes()) if wanted is None else set()
             for lo, hi in itertools.pairwise(bounds):
-                todo = [i for i in range(lo, hi) if i not in keys and not have[i]]
+                todo = [i for i in range(lo, hi) if i not in keys and not have[i]
+                        and (wanted is None or i in wanted)]
                 if todo:
                     self._groups[lo] = todo
         self.total = len(self._keys) + sum(len(g) for g in self._groups.values())

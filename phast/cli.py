@@ -262,9 +262,14 @@ def cmd_proxy_build(args: argparse.Namespace) -> int:
     """``phast proxy build``: build proxies of each FILE now, with a progress bar."""
     from .clip import open as open_clip
 
+    if args.dask:
+        from .farm import run_cli
+
+        return run_cli(args, _ProgressBar("farm", enabled=not args.quiet))
     for path in args.files:
         with open_clip(path, cache_dir=args.cache_dir, proxies=False,
-                       proxy_height=args.height) as clip:
+                       proxy_height=args.height, shared_store=args.shared_store,
+                       publish=bool(args.shared_store)) as clip:
             label = os.path.basename(path)
             bar = _ProgressBar(label, enabled=not args.quiet)
             built, failed = clip.build_proxies(full=args.full, progress=bar)
@@ -289,10 +294,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
     """``phast cache stats``: size, entries, clips, and the hit rate of the store's lookups
-    (diskcache's own statistics: every lookup by every process since the store was cleared)."""
+    (diskcache's own statistics: every lookup by every process since the store was cleared);
+    with a shared level, its size and this cache's hits on it."""
+    from .sharedstore import open_shared
     from .store import Store
 
-    store = Store(args.cache_dir)
+    shared = open_shared(args.shared_store)
+    if shared is None:
+        store = Store(args.cache_dir)
+    else:
+        from .levels import LayeredStore
+
+        store = LayeredStore(args.cache_dir, shared)
     try:
         stats = store.stats()
     finally:
@@ -308,6 +321,13 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
           f"clips:      {stats['clips']}\n"
           f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses, of every "
           "lookup since the store was created or cleared)")
+    sh = stats.get("shared")
+    if sh is not None:
+        rate = "n/a" if sh["hit_rate"] is None else f"{sh['hit_rate']:.1%}"
+        print(f"shared:     {sh['url']}\n"
+              f"  proxies:  {sh['proxies']} of {sh['sources']} sources, {sh['bytes']:,} bytes "
+              "(from its manifests)\n"
+              f"  hit rate: {rate} ({sh['hits']} hits, {sh['misses']} misses, of local misses)")
     return 0
 
 
@@ -450,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every frame (a complete proxy copy), not only keyframes")
     b.add_argument("--cache-dir", metavar="DIR", default=None)
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--shared-store", metavar="URL", default=None,
+                   help="also write the proxies to this shared store (directory or fsspec URL, "
+                        "e.g. s3://bucket/proxies; default $PHAST_SHARED_STORE with --dask)")
+    b.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="build every frame on a Dask cluster (scheduler address, or local:N "
+                        "for N local worker processes) into --shared-store; needs phast[farm]")
+    b.add_argument("--chunk", type=_positive_int, default=96,
+                   help="--dask: frames per task, at least (whole groups of pictures)")
+    b.add_argument("--retries", type=int, default=2, help="--dask: retries of a failed task")
     b.set_defaults(func=cmd_proxy_build)
 
     p = sub.add_parser("serve", help="serve clients (C, MLT) over a Unix socket",
@@ -472,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate of lookups")
     c.add_argument("--cache-dir", metavar="DIR", default=None)
+    c.add_argument("--shared-store", metavar="URL", default=None,
+                   help="also the shared level (default $PHAST_SHARED_STORE)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_cache_stats)
     c = cache_sub.add_parser("clear", help="remove everything, or the entries of FILE...")

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -38,6 +38,7 @@ from .governor import Governor, resolve_budget
 from .jobs import PLAYHEAD, PREFETCH, Job, exact_job, plain_job
 from .proxy import ProxySpec
 from .session import Session, _check_source, _store_for
+from .sharedstore import SharedStore, open_shared
 from .store import source_identity
 from .supervisor import WorkerPool, default_pool
 from .tiers import Request
@@ -311,14 +312,18 @@ class Clip:
 
     # -- proxies ------------------------------------------------------------------------------
     def build_proxies(self, *, full: bool = True,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-        """Build this clip's proxies now (blocking): keyframes, then with ``full`` every frame.
+                      progress: Callable[[int, int], None] | None = None,
+                      frames: Sequence[int] | None = None) -> tuple[int, int]:
+        """Build this clip's proxies now (blocking): keyframes, then with ``full`` every frame;
+        or only ``frames`` (display indices), each group of pictures in one sequential pass.
 
         Returns (built, failed). ``progress(done, total)`` is called after each chunk. Frames
         already in the store are skipped, so this also completes a background build.
         """
         s = self._live()
-        builder = ProxyBuilder(s.twin(), full=full)
+        if frames is not None:
+            frames = [self._check_index(i) for i in frames]
+        builder = ProxyBuilder(s.twin(), full=full, frames=frames)
         try:
             builder.run(progress)
         finally:
@@ -482,7 +487,8 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
          backend_options: Mapping[str, Any] | None = None, pool: WorkerPool | None = None,
          max_slots: int = 32, proxies: bool | None = None, proxy_height: int = 360,
          ram_frames: int = 8, budget: float | str | None = None,
-         proxy_shortcuts: bool = True) -> Clip:
+         proxy_shortcuts: bool = True, shared_store: str | SharedStore | None = None,
+         publish: bool = False) -> Clip:
     """Open video stream ``stream`` (0 = first video stream) of ``path``.
 
     The first open of a source scans it once in a worker; the frame index is stored under
@@ -495,7 +501,11 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     may use (default 0.10, or ``$PHAST_BUDGET``; ``"off"``: ungoverned); see
     :mod:`phast.governor`. Opening itself (the index scan) is not governed.
     ``proxy_shortcuts``: the proxy builder's decoder skips what no proxy shows
-    (``phast.backends.decoder.PROXY_DECODE``; False: proxies of exactly decoded frames). Raises
+    (``phast.backends.decoder.PROXY_DECODE``; False: proxies of exactly decoded frames).
+    ``shared_store``: a second proxy level behind the local one (an fsspec URL or directory, or a
+    :class:`phast.sharedstore.SharedStore`; default ``$PHAST_SHARED_STORE``, else none): proxies
+    the local store lacks are read from it (checked, then copied locally). ``publish=True``
+    also writes the proxies this clip builds there (proxy farms; workstations only read). Raises
     :class:`SourceNotFound`, :class:`MediaError` (and subclasses
     ``NoVideoStream``, ``UnsupportedCodec``), :class:`BackendNotFound`, :class:`InvalidArgument`.
     """
@@ -530,7 +540,10 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
         raise MediaError(f"{p} is empty")
     candidates = registry.resolve(backend)
     identity = source_identity(p)
-    store = _store_for(cache_dir)
+    shared = open_shared(shared_store)
+    if publish and shared is None:
+        raise InvalidArgument("publish=True needs a shared_store (or $PHAST_SHARED_STORE)")
+    store = _store_for(cache_dir, shared, publish)
     pool = pool or default_pool()
     reasons: list[str] = []
     auto = backend == "auto"

@@ -7,6 +7,11 @@ do not know phast.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class PhastError(Exception):
     """Base class of every phast error."""
@@ -157,6 +162,29 @@ class IndexMismatch(PhastError, RuntimeError):
 
     The supervisor answers by rebuilding the index with a full decode pass, then retries.
     """
+
+
+class ProxyBuildFailed(PhastError, RuntimeError):
+    """Raised by a proxy farm's task (:mod:`phast.farm`) when some of its frames could not be
+    built; ``frames`` lists them (Dask retries the task, then the farm reports them)."""
+
+    def __init__(self, message: str, frames: tuple[int, ...] = ()) -> None:
+        super().__init__(message, tuple(frames))  # both in args: survives pickling
+        self.frames = tuple(frames)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _import_extra(module: str, needed_for: str, extra: str) -> Any:
+    """``import module``, or :class:`MissingDependency` naming the extra that installs it
+    (phast's optional extras are imported at use, never at ``import phast``)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(f"{needed_for}: pip install 'phast[{extra}]'") from e
 
 
 #: Error types a worker may name in an error record, mapped to the class raised in the editor.

@@ -39,6 +39,7 @@ from .types import PACKED_LAYOUT, Quality
 
 if TYPE_CHECKING:
     from .governor import Account
+    from .sharedstore import SharedStore
 
 MAX_SIDE = 32768  #: largest width/height a completion record may claim
 MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
@@ -668,15 +669,22 @@ def _check_source(src: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_stores: dict[str, Store] = {}
+_stores: dict[tuple[str, int, bool], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def _store_for(cache_dir: str | os.PathLike[str] | None) -> Store:
-    key = os.fspath(cache_dir) if cache_dir is not None else ""
+def _store_for(cache_dir: str | os.PathLike[str] | None, shared: SharedStore | None = None,
+               publish: bool = False) -> Store:
+    """The process's store of ``cache_dir`` (one per directory, shared level and role)."""
+    key = (os.fspath(cache_dir) if cache_dir is not None else "", id(shared), publish)
     with _stores_lock:
         if key not in _stores:
-            _stores[key] = Store(cache_dir)
+            if shared is None:
+                _stores[key] = Store(cache_dir)
+            else:
+                from .levels import LayeredStore
+
+                _stores[key] = LayeredStore(cache_dir, shared, publish=publish)
         return _stores[key]
 
 

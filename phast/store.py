@@ -159,6 +159,9 @@ class Store:
                 have[:] = np.unpackbits(bits, count=count).astype(bool)
         return have
 
+    #: this store's own map, even where a subclass widens ``proxy_map`` (phast.levels)
+    _own_map = proxy_map
+
     def _write_map(self, identity: str, stream: int, spec: str, have: np.ndarray) -> None:
         payload = len(have).to_bytes(4, "little") + np.packbits(have).tobytes()
         self._cache.set(self._map_key(identity, stream, spec), _seal(payload), tag=identity)
@@ -172,7 +175,7 @@ class Store:
         with self._cache.transact():
             for index, width, height, data in entries:
                 self.put_proxy(identity, stream, spec, index, width, height, data)
-            have = self.proxy_map(identity, stream, spec, frame_count)
+            have = self._own_map(identity, stream, spec, frame_count)
             have[[e[0] for e in entries if 0 <= e[0] < frame_count]] = True
             self._write_map(identity, stream, spec, have)
 
@@ -198,11 +201,23 @@ class Store:
                 self._cache.delete(key)
         return payload
 
+    def flush_stats(self) -> None:
+        """Write the statistics this process still holds in memory: none for this level
+        (diskcache counts its lookups itself); a level it cannot count -- ``phast.levels``'
+        shared store -- adds its own here (:meth:`_add_counts`)."""
+
+    def _add_counts(self, counts: dict[str, int]) -> None:
+        with contextlib.suppress(Exception):  # counters are statistics: never worth an error
+            for key, n in counts.items():
+                if n:
+                    self._cache.incr(key, n)
+
     def stats(self) -> dict[str, Any]:
         """Bytes on disk, entries, clips (distinct sources), and the hits, misses and hit rate
         of every lookup (proxies, indices, proxy maps) by every process since the store was
         created or :meth:`clear` ed (diskcache's statistics; a damaged entry is a hit there and
         a miss here: reading it drops it, and the next lookup misses)."""
+        self.flush_stats()
         identities, proxies, indices = set(), 0, 0
         for key in self._cache.iterkeys():
             parts = str(key).split("/")
@@ -227,4 +242,5 @@ class Store:
         return int(self._cache.evict(identity))
 
     def close(self) -> None:
+        self.flush_stats()
         self._cache.close()
