@@ -37,8 +37,9 @@ Error signalling (from ``__init__``, ``build_index``, ``use_index``, ``decode``)
   ``DecodeError`` from ``decode`` refuses one frame; other frames keep working.
 * :class:`phast.errors.IndexMismatch` -- decoded frames disagree with the index: phast calls
   ``build_index(full_decode=True)`` and retries.
-* :class:`SlotTooSmall` from ``decode`` -- ``out`` cannot hold the frame (raise it before
-  writing): phast grants a bigger buffer and calls ``decode`` again for the same frame.
+* :class:`~phast.errors.SlotTooSmall` (also importable from here) from ``decode`` -- ``out``
+  cannot hold the frame (raise it before writing): phast grants a bigger buffer and calls
+  ``decode`` again for the same frame.
 * :class:`phast.errors.InvalidArgument` from ``decode`` -- a ``format`` outside
   :attr:`Backend.formats`.
 * Anything else, and any crash or hang, means a broken worker: it is killed, a fresh one retries
@@ -58,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from phast.errors import InvalidArgument, MediaError
+from phast.errors import InvalidArgument, MediaError, SlotTooSmall
 from phast.index import (
     KEY,
     NOPTS,
@@ -85,17 +86,6 @@ class ProbeResult:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-class SlotTooSmall(Exception):
-    """Raised by :meth:`Backend.decode` when ``out`` is smaller than the frame needs.
-
-    ``needed`` is the number of bytes the frame needs in the requested format.
-    """
-
-    def __init__(self, needed: int) -> None:
-        super().__init__(f"frame needs {needed} bytes")
-        self.needed = needed
-
-
 @dataclass(frozen=True)
 class PlaneLayout:
     """Where one plane lies in the output buffer: ``rows`` rows of ``row_bytes`` bytes, packed."""
@@ -107,6 +97,38 @@ class PlaneLayout:
     @property
     def nbytes(self) -> int:
         return self.rows * self.row_bytes
+
+
+@dataclass(frozen=True)
+class DevicePlane:
+    """One plane in device memory: ``rows`` rows of ``row_bytes`` bytes, ``pitch`` apart."""
+
+    offset: int
+    rows: int
+    row_bytes: int
+    pitch: int
+
+    @property
+    def end(self) -> int:
+        """One past the plane's last visible byte, from the allocation's start."""
+        return self.offset + (self.rows - 1) * self.pitch + self.row_bytes
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What :meth:`Backend.decode_device` wrote: the device half of a completion record (the
+    allocation's id, size and CUDA IPC handle, and each plane's place in it). The editor reads
+    the same record back from plain data (``phast.devframe.check_device_record``)."""
+
+    width: int
+    height: int
+    pix_fmt: str
+    itemsize: int
+    key_frame: bool
+    alloc: int
+    alloc_size: int
+    handle: bytes
+    planes: tuple[DevicePlane, ...]
 
 
 @dataclass(frozen=True)
@@ -299,11 +321,28 @@ class Backend(abc.ABC):
         """
         return False
 
-    # Optional, not defined here (the worker looks for it): ``proxy_picture(index, width,
-    # height) -> numpy (height, width, 3) uint8`` makes frame ``index``'s proxy where the
-    # backend's frames live -- a GPU backend converts and area-downscales on the device and
-    # copies only the small picture to the host (the NVDEC backend does, with phast.kernels).
-    # Without it, proxy building downscales the host frame (``av_frame``) or the rgb24 output.
+    def av_frame(self, index: int) -> Any:
+        """Optionally, frame ``index`` as an ``av.VideoFrame`` in host memory, decoded exactly
+        as :meth:`decode` would serve it. Proxy building downscales it without a conversion;
+        None (the default): not offered, proxies are made from the ``rgb24`` output."""
+        return None
+
+    def proxy_picture(self, index: int, width: int, height: int) -> np.ndarray | None:
+        """Optionally, frame ``index``'s proxy: a ``height`` x ``width`` x 3 uint8 rgb24 array,
+        area-downscaled where the backend's frames live (a GPU backend converts and downscales
+        on the device and copies only the small picture to the host; NVDEC does, with
+        :mod:`phast.kernels`). Raise as :meth:`decode` does for a frame it cannot serve. None
+        (the default): not offered, the worker downscales :meth:`av_frame` or the rgb24 output.
+        """
+        return None
+
+    def decode_device(self, index: int, format: str, slot: int) -> DeviceRecord:
+        """Decode frame ``index`` into device slot ``slot``, a region of device memory the
+        worker owns (backends whose :attr:`device` is not "cpu": the editor asks them for
+        frames this way, never through :meth:`decode`). The record says where the planes are;
+        ``phast.devframe`` checks it and maps the allocation into the editor."""
+        raise InvalidArgument(f"backend {self.name!r} keeps its frames in host memory "
+                              f"(device {self.device!r}): use decode()")
 
     def close(self) -> None:  # noqa: B027 -- optional hook
         """Release decoder resources and close the source. Called once; the worker may exit
@@ -420,6 +459,7 @@ def index_from_packets(pkt_pts: Sequence[int], pkt_dts: Sequence[int], pkt_pos: 
     return index
 
 
-__all__ = ["DESCRIBE_KEYS", "NOPTS", "Backend", "DecodedFrame", "PlaneLayout", "ProbeResult",
+__all__ = ["DESCRIBE_KEYS", "NOPTS", "Backend", "DecodedFrame", "DevicePlane", "DeviceRecord",
+           "PlaneLayout", "ProbeResult",
            "SlotTooSmall", "ceil_bytes", "check_format", "index_from_packets", "intra_index",
            "native_row_bytes", "packed_row_bytes", "packed_size", "write_planes"]

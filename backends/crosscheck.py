@@ -38,7 +38,8 @@ import numpy as np
 from phast.errors import DecodeError
 from phast.index import FrameIndex
 
-from .software import SoftwareBackend, frame_planes
+from .avframes import frame_planes
+from .software import SoftwareBackend
 
 #: Frames from the start compared before the first frame is served.
 CHECK_PREFIX = 16
@@ -58,7 +59,7 @@ def planes_crc(planes: Iterable[np.ndarray]) -> int:
 class CrossChecked(SoftwareBackend):
     """Base of backends whose decoder reports no damage: software indexing, sampled checks.
 
-    A subclass replaces the decoder (``_decode_packet``, ``_flush_decoder``, as the hardware
+    A subclass injects its decoder (:meth:`SoftwareBackend.make_decoder`, as the hardware
     backends do) and, when its frames are not ``av.VideoFrame`` objects, says how to read their
     picture (:meth:`_picture_crc`) and turns the reference's frames (served after a
     disagreement) into its own.
@@ -167,7 +168,7 @@ class CrossChecked(SoftwareBackend):
         many as this backend did (it serves every frame now). Subclasses free their decoder."""
         self._drop_kept()
         self._reset_run()
-        self._reference._keep_bytes = self._keep_bytes
+        self._reference._kept.keep_bytes = self._kept.keep_bytes
 
     def close(self) -> None:
         try:

@@ -1,13 +1,13 @@
 """The NVDEC backend: NVIDIA hardware decoding into device memory, handed over by CUDA IPC.
 
-Indexing and positioning are the software backend's (:class:`SoftwareBackend`): the same PyAV
-demux index, the same seeks to the start keyframe, the same per-frame checks against the index.
-Only the decoder differs: each demuxed packet goes, in Annex-B form (FFmpeg's
-``h264_mp4toannexb``/``hevc_mp4toannexb`` bitstream filters), to PyNvVideoCodec's NVDEC decoder,
-tagged with its decode position as its PTS; each decoded surface comes back with that tag, so
-it maps to a display index exactly as a software frame does. PyAV's demuxer is used rather than
-PyNvVideoCodec's so that one demuxer defines packet positions, seeks and frame numbering for
-every backend.
+Indexing and positioning are the software backend's (:class:`SoftwareBackend`): the same PyAV demux
+index, the same seeks to the start keyframe, the same per-frame checks against the index. Only the
+decoder differs (:class:`NvdecDecoder`, injected): each demuxed packet goes, in Annex-B form
+(FFmpeg's ``h264_mp4toannexb``/``hevc_mp4toannexb`` bitstream filters), to PyNvVideoCodec's NVDEC
+decoder, tagged with its decode position as its PTS; each decoded surface comes back with that tag,
+so it maps to a display index exactly as a software frame does. PyAV's demuxer is used rather than
+PyNvVideoCodec's so that one demuxer defines packet positions, seeks and frame numbering for every
+backend.
 
 Memory ownership (the rules ``docs/architecture.md`` states):
 
@@ -21,15 +21,15 @@ Memory ownership (the rules ``docs/architecture.md`` states):
 * The editor opens each allocation once (``cudaIpcOpenMemHandle``) per worker process and
   closes every mapping of a process when it ends (crash included), before any retry.
 * A CUDA or decoder error raises :class:`~phast.errors.DeviceError`: the worker reports it and
-  exits, since its CUDA context may be poisoned. PyNvVideoCodec's own exception classes are
-  mapped by name (:func:`device_error`): ``PyNvVCExceptionUnsupported`` (codec, profile or size
+  exits, since its CUDA context may be poisoned. PyNvVideoCodec's own exception classes are mapped
+  by name (``nvdec_decoder.device_error``): ``PyNvVCExceptionUnsupported`` (codec, profile or size
   this GPU lacks) is :class:`~phast.errors.CannotHandle` while opening (``auto`` goes on to the
-  next backend) and :class:`~phast.errors.UnsupportedCodec` later; ``PyNvVCException``, CUDA
-  errors and anything else a GPU call raises are :class:`~phast.errors.DeviceError`. No untyped
-  error leaves a device call.
+  next backend) and :class:`~phast.errors.UnsupportedCodec` later; ``PyNvVCException``, CUDA errors
+  and anything else a GPU call raises are :class:`~phast.errors.DeviceError`. No untyped error
+  leaves a device call.
 
 Damage: NVDEC reports no concealed or corrupt picture (PyNvVideoCodec only prints), so
-:class:`NvFrame` can never say ``is_corrupt``. The index and the damage marks come from the
+``nvdec_decoder.NvFrame`` can never say ``is_corrupt``. The index and the damage marks come from the
 software decoder in the same worker, and NVDEC's pictures are compared with its pictures on a
 sample (:class:`~phast.backends.crosscheck.CrossChecked`); after a disagreement the software
 decoder's pictures are served, uploaded to device memory.
@@ -48,31 +48,28 @@ of FFmpeg's swscale. Other formats are not offered.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from phast.errors import (
-    CannotHandle,
-    DecodeError,
-    DeviceError,
-    InvalidArgument,
-    MediaError,
-    PhastError,
-    UnsupportedCodec,
+from phast.errors import MediaError
+
+from .avframes import av, frame_planes, frame_pos
+from .base import (
+    DecodedFrame,
+    DevicePlane,
+    DeviceRecord,
+    PlaneLayout,
+    ProbeResult,
+    SlotTooSmall,
+    check_format,
 )
-from phast.index import KEY
-
-from .base import DecodedFrame, PlaneLayout, ProbeResult, SlotTooSmall, check_format
 from .crosscheck import CrossChecked, planes_crc
-from .software import _frame_pos, _Tag, av, frame_planes
+from .decoder import AvDecoder
+from .nvdec_decoder import NVDEC_CODECS, NvdecDecoder, NvFrame
 
-#: Codecs fed to NVDEC here (those with an Annex-B filter in FFmpeg); 8-bit 4:2:0 only.
-NVDEC_CODECS = frozenset({"h264", "hevc"})
 NVDEC_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 #: NVDEC's limits per codec (width, height), from NVIDIA's decoder support matrix (NVDEC
 #: application note): below the minimum or above the maximum, the decoder refuses the stream.
@@ -85,11 +82,6 @@ MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144)}
 #: run ``nvidia-modprobe`` to create ``nvidia-uvm`` (:func:`phast.registry.host_check` says so).
 NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
                   "/dev/nvidia[0-9]*", "/dev/nvidia-caps/nvidia-cap[0-9]*")
-#: PyNvVideoCodec's exception classes (pybind11 ``register_exception``: each derives from
-#: ``Exception`` only, neither from the other). Matched by class name along the MRO, so the
-#: mapping works (and is tested) where the module is not installed.
-NVC_UNSUPPORTED = "PyNvVCExceptionUnsupported"  #: codec, profile, size or format this GPU lacks
-NVC_ERROR = "PyNvVCException"  #: any other PyNvVideoCodec failure (CUDA, NVDEC API, parser)
 #: Device memory is carved from allocations this big (or one frame's size, if larger).
 ARENA_BYTES = 64 << 20
 #: Alignment of slot offsets and row pitches inside an allocation.
@@ -101,31 +93,6 @@ FIX = "pip install 'phast[nvdec]' (PyNvVideoCodec and cupy-cuda12x) on a host wi
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-@dataclass(frozen=True)
-class DevicePlane:
-    """One plane in device memory: ``rows`` rows of ``row_bytes`` bytes, ``pitch`` apart."""
-
-    offset: int
-    rows: int
-    row_bytes: int
-    pitch: int
-
-
-@dataclass(frozen=True)
-class DeviceRecord:
-    """What :meth:`NvdecBackend.decode_device` wrote: the device half of a completion record."""
-
-    width: int
-    height: int
-    pix_fmt: str
-    itemsize: int
-    key_frame: bool
-    alloc: int
-    alloc_size: int
-    handle: bytes
-    planes: tuple[DevicePlane, ...]
 
 
 class DevicePool:
@@ -206,73 +173,6 @@ def nv12_to_rgb(y: Any, uv: Any, out: Any, *, bt709: bool, full_range: bool) -> 
     cuda.default().convert([y, uv], "nv12", out=out, **_colour(bt709, full_range))
 
 
-class _Plane:
-    __slots__ = ("buffer_size",)
-
-    def __init__(self, nbytes: int) -> None:
-        self.buffer_size = nbytes
-
-
-class _Format:
-    name = "nv12"
-
-
-class NvFrame:
-    """A decoded NVDEC picture copied into worker-owned device memory (an NV12 cupy array).
-
-    Carries the attributes the software backend's checks read (``opaque``, ``pts``...).
-    ``is_corrupt`` is always False because no signal exists: NVDEC reports no concealed or
-    corrupt picture (PyNvVideoCodec prints, it does not tell its caller). What stands behind an
-    NVDEC picture instead is the software decoder's index (damage marked as the software backend
-    marks it) and the sampled comparison of :class:`~phast.backends.crosscheck.CrossChecked`.
-    """
-
-    is_corrupt = False  # unknowable here: see the class docstring
-    rotation = 0
-    format = _Format()
-
-    def __init__(self, nv12: Any, width: int, height: int, pos: int, pts: int | None,
-                 key_frame: bool) -> None:
-        self.nv12 = nv12
-        self.width, self.height = width, height
-        self.opaque = _Tag(pos)
-        self.pts = pts
-        self.key_frame = key_frame
-        self.planes = (_Plane(int(nv12.nbytes)),)
-
-    def split(self) -> tuple[Any, Any]:
-        """The Y and interleaved UV planes, cropped to the visible picture."""
-        h, w = self.height, self.width
-        ch, cw = (h + 1) // 2, 2 * ((w + 1) // 2)
-        return self.nv12[:h, :w], self.nv12[h:h + ch, :cw]
-
-
-def device_error(error: BaseException, what: str, *, opening: bool = False) -> PhastError | None:
-    """The typed phast error for ``error``, raised by a GPU library during ``what``; None for
-    what passes through unchanged.
-
-    Unchanged: phast's own errors and :class:`SlotTooSmall` (already typed), FFmpeg's (the
-    software machinery reads them), a host ``MemoryError`` (the worker exits), and what is not
-    an ``Exception`` (interrupts, exits). PyNvVideoCodec's classes are told apart by name along
-    the MRO (the module may be absent; pybind11 registers both on ``Exception``):
-    ``PyNvVCExceptionUnsupported`` is :class:`CannotHandle` while ``opening`` (``auto`` tries
-    the next backend) and :class:`UnsupportedCodec` afterwards (the caller gets it, and the
-    next request starts a fresh decoder). Everything else -- ``PyNvVCException``, cupy's CUDA
-    runtime and driver errors, device out-of-memory (cupy's ``OutOfMemoryError`` is a
-    ``MemoryError`` subclass), pybind11's translations of C++ exceptions (``RuntimeError``,
-    ``ValueError``...), an API that changed (``AttributeError``) -- is :class:`DeviceError`:
-    the worker exits, since its CUDA context may be poisoned.
-    """
-    if isinstance(error, (PhastError, SlotTooSmall, av.FFmpegError)) \
-            or not isinstance(error, Exception) or type(error) is MemoryError:
-        return None
-    detail = f"{what}: {type(error).__name__}: {error}"
-    if NVC_UNSUPPORTED in {cls.__name__ for cls in type(error).__mro__}:
-        return (CannotHandle if opening else UnsupportedCodec)(
-            f"NVDEC cannot decode this stream on this GPU ({detail})")
-    return DeviceError(detail)
-
-
 class NvdecBackend(CrossChecked):
     """NVDEC decoding into device memory. Options: ``gpu`` (device ordinal, default 0),
     ``keep_bytes`` (device bytes of decoded frames kept for backward stepping)."""
@@ -336,148 +236,45 @@ class NvdecBackend(CrossChecked):
 
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
                  progress: Callable[[], None]) -> None:
-        import cupy as cp
-        import PyNvVideoCodec as nvc
-
-        self._cp, self._nvc = cp, nvc
-        self._opening = True  # PyNvVideoCodec's "unsupported" is CannotHandle until open is done
-        # NVDEC decodes every packet it is given: no NONREF skipping on long seeks.
-        super().__init__(path, stream=stream, options={**options, "skip_nonref": False},
-                         progress=progress)
+        self._pool: DevicePool | None = None
+        super().__init__(path, stream=stream, options=options, progress=progress)
         try:
-            codec = self._cc.name
-            if codec not in NVDEC_CODECS:
-                raise CannotHandle(f"NVDEC is fed {', '.join(sorted(NVDEC_CODECS))} here, "
-                                   f"not {codec!r}")
-            self._gpu = int(options.get("gpu", 0))
-            cs = getattr(self._cc, "colorspace", None)
+            decoder = self._nvdec
+            cc = decoder.cc
+            cs = getattr(cc, "colorspace", None)
             self._bt709 = int(cs or 0) == 1  # AVCOL_SPC_BT709, as swscale reads the frame's
-            rng = getattr(self._cc, "color_range", None)
-            self._full = int(rng or 0) == 2 or self._cc.pix_fmt == "yuvj420p"
-            self._pts_of: dict[int, int | None] = {}
-            self._pool = DevicePool(cp)
-            self._bsf: Any = None
-            self._decoder: Any = None
-            self._fresh = False
-            self._new_decoder()
+            rng = getattr(cc, "color_range", None)
+            self._full = int(rng or 0) == 2 or cc.pix_fmt == "yuvj420p"
+            self._pool = DevicePool(decoder.cp)
             self._check_first_packet()
         except BaseException:
             self.close()
             raise
-        self._opening = False
+        decoder.opening = False
 
-    # -- the decoder ----------------------------------------------------------------------------
-    def _new_decoder(self) -> None:
-        from av.bitstream import BitStreamFilterContext
+    def make_decoder(self, options: Mapping[str, Any]) -> AvDecoder:
+        import cupy as cp
+        import PyNvVideoCodec as nvc
 
-        self._bsf = BitStreamFilterContext(f"{self._cc.name}_mp4toannexb", self._stream)
-        codec = {"h264": self._nvc.cudaVideoCodec.H264,
-                 "hevc": self._nvc.cudaVideoCodec.HEVC}[self._cc.name]
-        with self._device_call("creating the NVDEC decoder"):
-            self._cp.cuda.Device(self._gpu).use()
-            self._decoder = self._nvc.CreateDecoder(gpuid=self._gpu, codec=codec,
-                                                    cudacontext=0, cudastream=0,
-                                                    usedevicememory=True)
-        self._fresh = True
+        self._nvdec = NvdecDecoder(cp, nvc, int(options.get("gpu", 0)),
+                                   threads=int(options.get("threads", 0)))
+        return self._nvdec
 
     def _check_first_packet(self) -> None:
         """Give NVDEC the stream's first packet now: a GPU without the stream's profile, level
         or size raises ``PyNvVCExceptionUnsupported`` when it parses the sequence header --
         :class:`CannotHandle` here, so ``auto`` tries the next backend, not an error at the
         first frame."""
+        p = self._pipeline
         try:
-            for pkt in self._container.demux(self._stream):
-                if not pkt.size:
-                    continue
-                for p in self._bsf.filter(pkt):
-                    payload = np.frombuffer(bytes(p), np.uint8)
-                    pd = self._nvc.PacketData()
-                    pd.bsl_data = int(payload.ctypes.data)
-                    pd.bsl = len(payload)
-                    self._fresh = False
-                    with self._device_call("checking the stream on NVDEC"):
-                        for _ in self._decoder.Decode(pd):
-                            pass  # pictures of this check are not kept
-                    del payload  # alive until Decode returned
-                break
+            for pkt in p.demux.container.demux(p.demux.stream):
+                if pkt.size:
+                    self._nvdec.check(pkt)
+                    break
         except av.FFmpegError:
             pass  # a damaged first packet: the software reference indexes and marks damage
         finally:
-            self._open_container()  # from byte 0 again, with a fresh decoder
-
-    def _open_container(self) -> None:
-        super()._open_container()
-        if getattr(self, "_pool", None) is not None:
-            self._flush_decoder()  # the filter belongs to the old container's stream
-
-    @contextlib.contextmanager
-    def _device_call(self, what: str) -> Iterator[None]:
-        """Turn what a GPU call raises in the block into a typed error (:func:`device_error`);
-        after one, the next request decodes with a fresh decoder."""
-        try:
-            yield
-        except Exception as e:
-            mapped = device_error(e, what, opening=self._opening)
-            if mapped is None:
-                raise
-            self._reset_run()  # no warm continuation through a decoder that failed
-            self._fresh = False
-            raise mapped from e
-
-    def _flush_decoder(self) -> None:
-        # NVDEC has no flush-without-output: a fresh decoder (and filter) starts a new run.
-        self._pts_of.clear()
-        if not self._fresh:
-            self._new_decoder()
-
-    def _decode_packet(self, pkt: Any) -> list[Any]:
-        if pkt is None:
-            packets = list(self._bsf.filter(None))
-            out = []
-            for p in packets:
-                out += self._send(bytes(p), self._tag_of(p))
-            return out + self._send(b"", None)  # an empty packet flushes NVDEC
-        pos = pkt.opaque.pos
-        self._pts_of[pos] = pkt.pts
-        out = []
-        for p in self._bsf.filter(pkt):
-            out += self._send(bytes(p), pos)
-        return out
-
-    @staticmethod
-    def _tag_of(p: Any) -> int | None:
-        tag = getattr(p, "opaque", None)
-        return tag.pos if isinstance(tag, _Tag) else None
-
-    def _send(self, payload: bytes, pos: int | None) -> list[NvFrame]:
-        nvc = self._nvc
-        data = np.frombuffer(payload, np.uint8) if payload else np.zeros(1, np.uint8)
-        pd = nvc.PacketData()
-        pd.bsl_data = int(data.ctypes.data)
-        pd.bsl = len(payload)
-        if pos is not None:
-            pd.pts = pos  # comes back on the frame: which packet made it
-        frames = []
-        self._fresh = False
-        with self._device_call("NVDEC decoding"):
-            for f in self._decoder.Decode(pd):
-                frames.append(self._keep_surface(f))
-        del data  # alive until Decode returned: NVDEC reads the bytes in the call
-        return frames
-
-    def _keep_surface(self, f: Any) -> NvFrame:
-        """Copy a decoder surface into worker-owned memory so NVDEC can reuse the surface."""
-        cp = self._cp
-        src = cp.from_dlpack(f)
-        if src.ndim == 3:
-            src = src.reshape(src.shape[0], src.shape[1])
-        w, h = self._cc.width, self._cc.height
-        if src.shape[0] < h + (h + 1) // 2 or src.shape[1] < w:
-            raise DecodeError(f"NVDEC surface {src.shape} is smaller than a {w}x{h} NV12 frame")
-        pos = int(f.getPTS())
-        idx = self._index
-        key = bool(idx is not None and 0 <= pos < len(idx.pkt_flags) and idx.pkt_flags[pos] & KEY)
-        return NvFrame(cp.array(src, copy=True), w, h, pos, self._pts_of.pop(pos, None), key)
+            p.reopen()  # from byte 0 again, with a fresh decoder
 
     # -- the cross-check (backends/crosscheck.py) -----------------------------------------------
     def _picture_crc(self, frame: Any) -> int:
@@ -486,14 +283,13 @@ class NvdecBackend(CrossChecked):
         if not isinstance(frame, NvFrame):
             return super()._picture_crc(frame)
         y, uv = frame.split()
-        with self._device_call("reading a picture back for the cross-check"):
-            host_y, host_uv = self._cp.asnumpy(y), self._cp.asnumpy(uv)
+        with self._nvdec.device_call("reading a picture back for the cross-check"):
+            host_y, host_uv = self._nvdec.cp.asnumpy(y), self._nvdec.cp.asnumpy(uv)
         return planes_crc([host_y, host_uv[:, 0::2], host_uv[:, 1::2]])
 
     def _disagreement(self, j: int) -> None:
         super()._disagreement(j)
-        self._decoder = None  # the software decoder serves from now on: free the NVDEC session
-        self._fresh = True
+        self._nvdec.close()  # the software decoder serves from now on: free the NVDEC session
 
     def _nv_frame(self, index: int) -> NvFrame:
         """Frame ``index`` as NV12 in device memory: NVDEC's picture, or after a disagreement
@@ -508,9 +304,9 @@ class NvdecBackend(CrossChecked):
         nv12[:h, :w] = y
         nv12[h:, 0:2 * cw:2] = u
         nv12[h:, 1:2 * cw:2] = v
-        with self._device_call("uploading a software picture"):
-            dev = self._cp.asarray(nv12)
-        return NvFrame(dev, w, h, _frame_pos(frame) or 0, frame.pts, bool(frame.key_frame))
+        with self._nvdec.device_call("uploading a software picture"):
+            dev = self._nvdec.cp.asarray(nv12)
+        return NvFrame(dev, w, h, frame_pos(frame) or 0, frame.pts, bool(frame.key_frame))
 
     # -- frames ---------------------------------------------------------------------------------
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
@@ -522,8 +318,8 @@ class NvdecBackend(CrossChecked):
         if format == "native":
             planes = [y, uv]
         else:
-            rgb = self._cp.empty((h, w, 3), self._cp.uint8)
-            with self._device_call("NV12 to RGB"):
+            rgb = self._nvdec.cp.empty((h, w, 3), self._nvdec.cp.uint8)
+            with self._nvdec.device_call("NV12 to RGB"):
                 nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             planes = [rgb.reshape(h, w * 3)]
         needed = sum(int(p.shape[0] * p.shape[1]) for p in planes)
@@ -531,10 +327,10 @@ class NvdecBackend(CrossChecked):
             raise SlotTooSmall(needed)
         dst = np.frombuffer(out, np.uint8)
         layouts, offset = [], 0
-        with self._device_call("copying to the host"):
+        with self._nvdec.device_call("copying to the host"):
             for p in planes:
                 rows, row_bytes = int(p.shape[0]), int(p.shape[1])
-                dst[offset:offset + rows * row_bytes] = self._cp.asnumpy(p).reshape(-1)
+                dst[offset:offset + rows * row_bytes] = self._nvdec.cp.asnumpy(p).reshape(-1)
                 layouts.append(PlaneLayout(offset, rows, row_bytes))
                 offset += rows * row_bytes
         return DecodedFrame(w, h, "nv12" if format == "native" else format, 1, tuple(layouts),
@@ -547,50 +343,47 @@ class NvdecBackend(CrossChecked):
 
         frame = self._nv_frame(index)
         y, uv = frame.split()
-        with self._device_call("making a proxy on the GPU"):
+        with self._nvdec.device_call("making a proxy on the GPU"):
             return np.asarray(cuda.default().proxy(
                 [y, uv], "nv12", (height, width), host=True,
                 **_colour(self._bt709, self._full)))
 
     def decode_device(self, index: int, format: str, slot: int) -> DeviceRecord:
         """Decode frame ``index`` into device slot ``slot`` (a region the worker owns)."""
-        if format not in self.formats:
-            raise InvalidArgument(f"backend 'nvdec' writes {', '.join(self.formats)}, "
-                                  f"not {format!r}")
+        check_format(self, format)
+        pool = self._pool
+        assert pool is not None  # made in __init__
         frame = self._nv_frame(index)
         w, h = frame.width, frame.height
         y, uv = frame.split()
         planes: tuple[DevicePlane, ...]
-        with self._device_call("writing a device slot"):
+        with self._nvdec.device_call("writing a device slot"):
             if format == "native":
                 ypitch, uvpitch = _align(w), _align(int(uv.shape[1]))
                 nbytes = ypitch * h + uvpitch * int(uv.shape[0])
-                alloc, off = self._pool.region(slot, nbytes)
+                alloc, off = pool.region(slot, nbytes)
                 planes = (DevicePlane(off, h, w, ypitch),
                           DevicePlane(off + ypitch * h, int(uv.shape[0]), int(uv.shape[1]),
                                       uvpitch))
                 for plane, src in zip(planes, (y, uv), strict=True):
-                    dst = self._pool.view(alloc, plane.offset, (plane.rows, plane.row_bytes),
+                    dst = pool.view(alloc, plane.offset, (plane.rows, plane.row_bytes),
                                           (plane.pitch, 1))
                     dst[...] = src
             else:
                 pitch = _align(w * 3)
-                alloc, off = self._pool.region(slot, pitch * h)
+                alloc, off = pool.region(slot, pitch * h)
                 planes = (DevicePlane(off, h, w * 3, pitch),)
-                rgb = self._pool.view(alloc, off, (h, w, 3), (pitch, 3, 1))
+                rgb = pool.view(alloc, off, (h, w, 3), (pitch, 3, 1))
                 nv12_to_rgb(y, uv, rgb, bt709=self._bt709, full_range=self._full)
             # The editor reads on its own stream: the pixels must be there when we answer.
-            self._cp.cuda.Device().synchronize()
-            handle = self._pool.handle(alloc)
+            self._nvdec.cp.cuda.Device().synchronize()
+            handle = pool.handle(alloc)
         return DeviceRecord(w, h, "nv12" if format == "native" else format, 1, frame.key_frame,
-                           alloc, self._pool.size(alloc), handle, planes)
+                           alloc, pool.size(alloc), handle, planes)
 
     def close(self) -> None:
         try:
-            super().close()
+            super().close()  # the decoder too
         finally:
-            self._decoder = None
-            self._bsf = None
-            pool = getattr(self, "_pool", None)
-            if pool is not None:
-                pool.close()
+            if self._pool is not None:
+                self._pool.close()

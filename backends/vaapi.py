@@ -1,12 +1,13 @@
 """The VAAPI backend: the software backend's indexing and positioning, decoding on a VAAPI GPU.
 
-Everything but the decoder is :class:`~phast.backends.software.SoftwareBackend`: the same demux
-index (so frame numbering is identical), the same seeks, the same per-frame checks. The decoder
-is FFmpeg's with a VAAPI hardware device (PyAV's ``hwaccel``); each decoded surface is
-downloaded to host memory by PyAV (``is_hw_owned=False``), as NV12 for 8-bit streams (P010 for
-10-bit), and then handled like any software frame. Hardware decoding of H.264/HEVC/VP9/AV1 is
-bit-exact by the codec specifications, so after the download the pixels equal the software
-decode's; the native pixel format differs (``nv12`` instead of ``yuv420p``).
+Everything but the decoder (:class:`VaapiDecoder`, injected) is
+:class:`~phast.backends.software.SoftwareBackend`: the same demux index (so frame numbering is
+identical), the same seeks, the same per-frame checks. The decoder is FFmpeg's with a VAAPI
+hardware device (PyAV's ``hwaccel``); each decoded surface is downloaded to host memory by PyAV
+(``is_hw_owned=False``), as NV12 for 8-bit streams (P010 for 10-bit), and then handled like any
+software frame. Hardware decoding of H.264/HEVC/VP9/AV1 is bit-exact by the codec specifications,
+so after the download the pixels equal the software decode's; the native pixel format differs
+(``nv12`` instead of ``yuv420p``).
 
 No silent software fallback: the hardware device is opened with
 ``allow_software_fallback=False``, and :meth:`__init__` decodes the first packet to prove the
@@ -26,8 +27,10 @@ from typing import Any, ClassVar
 
 from phast.errors import CannotHandle
 
+from .avframes import av
 from .base import ProbeResult
-from .software import SoftwareBackend, av
+from .decoder import AvDecoder
+from .software import SoftwareBackend
 
 #: How to get a PyAV with VAAPI (shown by ``phast backends`` and in the README).
 FIX = ("build PyAV from source against a system FFmpeg that has VAAPI: install libva-dev and "
@@ -92,26 +95,43 @@ class VaapiBackend(SoftwareBackend):
 
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
                  progress: Callable[[], None]) -> None:
-        nodes = render_nodes()
-        self._device_path = str(options.get("device") or (nodes[0] if nodes else ""))
         super().__init__(path, stream=stream, options=options, progress=progress)
-        self._check_first_packet()
+        try:
+            self._check_first_packet()
+        except BaseException:
+            self.close()
+            raise
 
-    def _open_av(self) -> Any:
-        from av.codec.hwaccel import HWAccel
-
-        hw = HWAccel(device_type="vaapi", device=self._device_path or None,
-                     allow_software_fallback=False)
-        return super()._open_av(hwaccel=hw)
+    def make_decoder(self, options: Mapping[str, Any]) -> AvDecoder:
+        nodes = render_nodes()
+        return VaapiDecoder(str(options.get("device") or (nodes[0] if nodes else "")),
+                            threads=int(options.get("threads", 0)),
+                            proxy_decode=bool(options.get("proxy_decode", False)))
 
     def _check_first_packet(self) -> None:
         """Decode the first packet now: a driver without this profile fails here, not later."""
+        p = self._pipeline
         try:
-            for pkt in self._container.demux(self._stream):
+            for pkt in p.demux.container.demux(p.demux.stream):
                 if pkt.size:
-                    self._cc.decode(pkt)
+                    p.decoder.decode(pkt)
                     break
         except av.FFmpegError as e:
             raise CannotHandle(f"the VAAPI driver cannot decode this stream ({e})") from e
         finally:
-            self._open_container()  # a fresh decoder for the real work
+            p.reopen()  # from byte 0, with a fresh decoder for the real work
+
+
+class VaapiDecoder(AvDecoder):
+    """FFmpeg's decoder with a VAAPI device (render node ``device``; "" = FFmpeg's choice),
+    never falling back to software silently. Frames are downloaded to host memory."""
+
+    def __init__(self, device: str, *, threads: int = 0, proxy_decode: bool = False) -> None:
+        super().__init__(threads=threads, proxy_decode=proxy_decode)
+        self.device = device
+
+    def open_options(self) -> dict[str, Any]:
+        from av.codec.hwaccel import HWAccel
+
+        return {"hwaccel": HWAccel(device_type="vaapi", device=self.device or None,
+                                   allow_software_fallback=False)}

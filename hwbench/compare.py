@@ -51,7 +51,7 @@ import numpy as np
 
 from . import torture
 from .player import CACHE_FRAMES, REACH, BaselineMiss, ForwardPlayer
-from .torture import Look, Meter, PlayerSystem, Request, System, TortureConfig
+from .torture import Look, Meter, PlayerSystem, Scheduled, System, TortureConfig
 
 #: What each peer is, as tables and the JSON (``peers[name]["label"]``) describe it.
 PEER_LABELS = {
@@ -134,7 +134,7 @@ class Prints:
         self.seconds = 0.0
         self._lock = threading.Lock()
 
-    def look(self, req: Request) -> Look | None:
+    def look(self, req: Scheduled) -> Look | None:
         if req.k % self.every:
             return None
 

@@ -38,8 +38,9 @@ Independently of the meter, the process tree's CPU time (editor + workers, from 
 *measured*: ``tree_cpu_share = tree CPU s / (wall s x logical cores)``, and the other processes'
 load next to it.
 
-Extension point: a :class:`Governor` picks each request's tier before it is issued and hears
-its outcome after -- :class:`ExactOnly` always asks for "exact".
+Extension point: a :class:`TierPolicy` picks each request's tier before it is issued and hears
+its outcome after -- :class:`ExactOnly` always asks for "exact". (phast's own power governor is
+:class:`phast.governor.Governor`; it runs inside the system under test.)
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def take_mark(meter: Meter) -> Mark:
     return Mark(meter.read(), tree_cpu_seconds(), system_busy_seconds())
 
 
-# -- governor ---------------------------------------------------------------------------------
+# -- the schedule's requests and the tier policy ---------------------------------------------------
 
 @dataclass
-class Request:
+class Scheduled:
     """One scheduled request and what happened to it (times are seconds after ``t0``)."""
 
     k: int
@@ -118,14 +119,16 @@ MARK_LEAD_S = 0.02  # the meter is read this long before the first request (a /p
 MIN_DEADLINE = 0.001
 
 
-class Governor(Protocol):
+class TierPolicy(Protocol):
+    """Picks the tier each scheduled request asks for."""
+
     name: str
 
-    def tier(self, request: Request) -> str:
+    def tier(self, request: Scheduled) -> str:
         """The tier to ask for (called at the request's scheduled time)."""
         ...
 
-    def observe(self, request: Request, reading: Mark | None) -> None:
+    def observe(self, request: Scheduled, reading: Mark | None) -> None:
         """Hear a finished request (``reading`` may be None when no meter sample is at hand)."""
         ...
 
@@ -135,10 +138,10 @@ class ExactOnly:
 
     name = "exact-only"
 
-    def tier(self, request: Request) -> str:
+    def tier(self, request: Scheduled) -> str:
         return "exact"
 
-    def observe(self, request: Request, reading: Mark | None) -> None:
+    def observe(self, request: Scheduled, reading: Mark | None) -> None:
         return None
 
 
@@ -224,7 +227,10 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         for s in range(1, self.seconds + 1):
-            if self._halt.wait(max(0.0, self.t0 + s - time.monotonic())):
+            due = self.t0 + s
+            # A stop that comes once a reading is due (the run's end, at the last second) still
+            # gets that reading: on a busy machine this thread may wake after the runner stops it
+            if self._halt.wait(max(0.0, due - time.monotonic())) and time.monotonic() < due:
                 return
             self.readings.append(take_mark(self.meter))
 
@@ -243,8 +249,8 @@ def _ms_stats(values: list[float]) -> dict[str, float | None]:
 
 
 def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
-                governor: Governor | None = None, opener: Opener | None = None,
-                look: Callable[[Request], Look | None] | None = None) -> dict[str, Any]:
+                policy: TierPolicy | None = None, opener: Opener | None = None,
+                look: Callable[[Scheduled], Look | None] | None = None) -> dict[str, Any]:
     """Run the fixed-rate schedule against ``path``; returns a JSON-ready report.
 
     ``opener`` opens the system under test (default: by ``cfg.system``, "phast" or a PyAV peer
@@ -265,23 +271,22 @@ def run_torture(path: str, cfg: TortureConfig, *, meter: Meter | None = None,
     try:
         # Nothing of ours runs yet (no clip, no worker): what the host draws without us.
         baseline = measure_baseline(meter, cfg.baseline_s) if cfg.baseline_s > 0 else None
-        return _run(path, cfg, meter, governor or ExactOnly(), cores, cores_source,
+        return _run(path, cfg, meter, policy or ExactOnly(), cores, cores_source,
                     0.0 if baseline is None else baseline.watts, opener, look)
     finally:
         if own_meter:
             meter.close()
 
 
-def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores: int,
+def _run(path: str, cfg: TortureConfig, meter: Meter, policy: TierPolicy, cores: int,
          cores_source: str, baseline_w: float, opener: Opener | None,
-         look: Callable[[Request], Look | None] | None) -> dict[str, Any]:
+         look: Callable[[Scheduled], Look | None] | None) -> dict[str, Any]:
     import phast
-    from phast.governor import Governor as PowerGovernor
-    from phast.governor import resolve_budget
+    from phast.governor import Governor, resolve_budget
 
     tdp_w = float(meter.describe()["tdp_w"])
     budget = resolve_budget("off" if cfg.budget is None else cfg.budget)
-    governor = governor or ExactOnly()
+    policy = policy or ExactOnly()
     period = 1.0 / cfg.rate
     n = max(1, round(cfg.rate * cfg.duration))
 
@@ -289,7 +294,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
     if cfg.system == "phast":
         # phast's governor on the run's TDP; its own meter instance (meters keep state)
         gmeter = open_meter(cfg.meter, tdp=discover_tdp(tdp_w))
-        pool = phast.WorkerPool(max_workers=cfg.workers, governor=PowerGovernor(
+        pool = phast.WorkerPool(max_workers=cfg.workers, governor=Governor(
             tdp=discover_tdp(tdp_w), meter=gmeter,
             baseline_w=None if gmeter.estimate else baseline_w))
     executor = ThreadPoolExecutor(max_workers=cfg.max_inflight,
@@ -313,9 +318,9 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         w0 = time.perf_counter()
         clip.fetch(indices[0], None)
         warmup_s = time.perf_counter() - w0
-        requests = [Request(k, indices[k], k * period) for k in range(n)]
+        requests = [Scheduled(k, indices[k], k * period) for k in range(n)]
 
-        def serve(req: Request, t0: float) -> None:
+        def serve(req: Scheduled, t0: float) -> None:
             nonlocal done_count
             try:
                 start = time.monotonic()
@@ -329,7 +334,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
                     req.error = f"{type(e).__name__}: {e}"
                 end = time.monotonic()
                 req.latency, req.done = end - start, end - t0
-                governor.observe(req, None)
+                policy.observe(req, None)
             finally:
                 with lock:
                     done_count += 1
@@ -354,7 +359,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
             delay = t0 + req.scheduled - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            req.tier = governor.tier(req)
+            req.tier = policy.tier(req)
             if free.acquire(blocking=False):
                 executor.submit(serve, req, t0)
             else:
@@ -382,7 +387,7 @@ def _run(path: str, cfg: TortureConfig, meter: Meter, governor: Governor, cores:
         with lock:
             drained = done_count >= issued
         report = _report(cfg, requests, period, t0, start_mark, end_mark, sampler.readings,
-                         meter, governor, budget, tdp_w, cores, baseline_w,
+                         meter, policy, budget, tdp_w, cores, baseline_w,
                          float(getattr(clip, "frame_rate", 0.0)) or cfg.rate)
         if spent0 is not None and spent1 is not None:
             # what phast's governor charged the clip over the run, as a share of TDP
@@ -512,7 +517,7 @@ def _open_system(path: str, cfg: TortureConfig, pool: Any) -> System:
     raise ValueError(f"unknown system {cfg.system!r}")
 
 
-def _progress_line(done: list[Request], elapsed: float, cfg: TortureConfig, period: float,
+def _progress_line(done: list[Scheduled], elapsed: float, cfg: TortureConfig, period: float,
                    r0: Mark, r1: Mark) -> str:
     completed = sum(1 for r in done if r.done is not None)
     on_time = sum(1 for r in done if r.on_time(period))
@@ -528,8 +533,8 @@ def _other_load(a: Mark, b: Mark) -> float:
     return max(other, 0.0) / max(b.t - a.t, 1e-9)
 
 
-def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: float,
-            r0: Mark, r1: Mark, samples: list[Mark], meter: Meter, governor: Governor,
+def _report(cfg: TortureConfig, requests: list[Scheduled], period: float, t0: float,
+            r0: Mark, r1: Mark, samples: list[Mark], meter: Meter, policy: TierPolicy,
             budget: float | None, tdp_w: float, cores: int,
             baseline_w: float, frame_rate: float) -> dict[str, Any]:
     desc = meter.describe()
@@ -591,7 +596,7 @@ def _report(cfg: TortureConfig, requests: list[Request], period: float, t0: floa
         "frame_rate": frame_rate,
         "tiers": (["exact"] if cfg.exact or cfg.system != "phast"
                   else ["exact", "proxy", "nearest", "blank"]),
-        "governor": governor.name,
+        "tier_policy": policy.name,
         "latency_ms": _ms_stats([r.latency for r in completed if r.latency is not None]),
         "response_ms": _ms_stats([r.done - r.scheduled for r in completed
                                   if r.done is not None]),
@@ -704,13 +709,13 @@ def _stats(values: list[float]) -> dict[str, float | None]:
             "max": max(values) if values else None, "count": len(values)}
 
 
-def _distance_stats(requests: list[Request], frame_rate: float) -> dict[str, float | None]:
+def _distance_stats(requests: list[Scheduled], frame_rate: float) -> dict[str, float | None]:
     """|shows - index| in seconds of the answers that showed a picture."""
     return _stats([abs(r.shows - r.index) / frame_rate for r in requests
                    if r.done is not None and r.error is None and r.shows is not None])
 
 
-def _proxy_or_better(requests: list[Request]) -> float | None:
+def _proxy_or_better(requests: list[Scheduled]) -> float | None:
     if not requests:
         return None
     good = sum(1 for r in requests if r.error is None and r.quality in ("exact", "proxy"))

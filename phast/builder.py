@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .jobs import Job, build_job
 from .session import Session
-from .supervisor import BUILD, Job
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class ProxyBuilder:
             if chunk is None:
                 self._finished.set()
                 return
-            job = _build_job(self.session, chunk, self._kind(chunk), governed=True)
+            job = self._job(chunk, order=False)
             self._current = job
         job.future.add_done_callback(lambda f: self._chunk_done(f, chunk))
         try:
@@ -177,8 +177,7 @@ class ProxyBuilder:
                 chunk = self._next_chunk()
             if chunk is None:
                 break
-            # an order: never refused
-            job = _build_job(self.session, chunk, self._kind(chunk), governed=False)
+            job = self._job(chunk, order=True)  # an order: never refused
             try:
                 stored = self.session.worker.submit(job).result()
             except Exception as e:
@@ -199,18 +198,13 @@ class ProxyBuilder:
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
-    def _kind(self, chunk: list[int]) -> str:
-        """The governor's cost kind: keyframes each cost a seek and an intra decode; a run of
-        consecutive frames continues one decode (a different cost per frame)."""
-        return "build_key" if len(chunk) == 1 and chunk[0] in self.session.keyframe_set \
-            else "build"
-
-
-def _build_job(session: Session, chunk: list[int], kind: str, *, governed: bool) -> Job:
-    job = Job(lambda proc: session.run_proxies(proc, chunk), session=session, priority=BUILD)
-    job.account, job.kind, job.work = session.account, kind, len(chunk)
-    job.governed = job.budgeted = governed
-    return job
+    def _job(self, chunk: list[int], *, order: bool) -> Job:
+        """The job building ``chunk``. Keyframes each cost a seek and an intra decode; a run of
+        consecutive frames continues one decode (a different cost per frame, and kind)."""
+        s = self.session
+        keyframe = len(chunk) == 1 and chunk[0] in s.keyframe_set
+        return build_job(lambda proc: s.run_proxies(proc, chunk), session=s, account=s.account,
+                         frames=len(chunk), keyframe=keyframe, order=order)
 
 
 __all__ = ["ProxyBuilder"]

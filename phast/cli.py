@@ -13,13 +13,10 @@ Errors: every :class:`phast.PhastError` (and an unwritable output path) is repor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import struct
 import sys
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +28,9 @@ from .errors import (
     PhastError,
     SourceNotFound,
 )
+from .probe import DEFAULT_PROBE_TIMEOUT
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .clip import Clip
 
 PROG = "phast"
@@ -49,32 +45,6 @@ USAGE_ERRORS: tuple[type[PhastError], ...] = (
 
 #: Output formats ``phast frame`` can store in a PNG as they are (no conversion in the CLI).
 PNG_FORMATS: tuple[str, ...] = ("rgb24", "rgba", "gray", "gray16le", "rgb48le")
-
-#: Seconds one backend probe may take before it is reported unavailable.
-DEFAULT_PROBE_TIMEOUT = 30.0
-
-_PROBE_MARK = "PHAST-PROBE-RESULT:"
-
-#: Run by ``python -c`` in a child interpreter: import one backend class and print its probe.
-_PROBE_SCRIPT = f"""
-import importlib, json, sys
-spec = sys.argv[1]
-try:
-    module, _, qualname = spec.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    result = obj.probe()
-    out = {{"available": bool(getattr(result, "available", False)),
-            "reason": str(getattr(result, "reason", "") or ""),
-            "details": dict(getattr(result, "details", None) or {{}}),
-            "codecs": sorted(getattr(obj, "codecs", None) or ())}}
-except BaseException as e:
-    out = {{"available": False, "reason": f"{{type(e).__name__}}: {{e}}", "details": {{}}}}
-sys.stdout.write("\\n{_PROBE_MARK}" + json.dumps(out, default=str) + "\\n")
-sys.stdout.flush()
-"""
-
 
 class CommandError(Exception):
     """A failure outside phast itself (e.g. the output file), reported like a PhastError."""
@@ -169,45 +139,6 @@ def format_info(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- PNG -----------------------------------------------------------------------------------
-
-
-def _png_chunk(tag: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(tag + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", crc)
-
-
-def encode_png(array: np.ndarray, level: int = 6) -> bytes:
-    """Encode a packed image as PNG: ``(h, w)`` gray or ``(h, w, c)`` with c in 1..4.
-
-    uint8 arrays give 8-bit samples, uint16 arrays (any byte order) 16-bit ones. Filter 0 and
-    zlib only: lossless, so decoding the file gives back ``array`` exactly.
-    """
-    import numpy as np
-
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or array.shape[0] < 1 \
-            or array.shape[1] < 1:
-        raise ValueError(f"cannot store an array of shape {array.shape} as PNG")
-    height, width, channels = array.shape
-    if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
-        raise ValueError(f"cannot store {array.dtype} samples as PNG")
-    depth = 8 * array.dtype.itemsize
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    samples = np.ascontiguousarray(array, dtype=">u2" if depth == 16 else np.uint8)
-    rows = samples.reshape(height, width * channels).view(np.uint8)
-    raw = np.zeros((height, rows.shape[1] + 1), dtype=np.uint8)  # column 0: filter type 0
-    raw[:, 1:] = rows
-    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
-        _png_chunk(b"IEND", b""),
-    ))
-
-
 # -- subcommands -----------------------------------------------------------------------------
 
 
@@ -228,6 +159,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_frame(args: argparse.Namespace) -> int:
     """``phast frame``: decode one frame (by index or time) and write it as a PNG."""
+    from .png import encode_png
+
     with _open(args) as clip:
         frame = clip.frame(args.index, format=args.format) if args.index is not None \
             else clip.frame_at(args.time, format=args.format)
@@ -247,75 +180,6 @@ def cmd_frame(args: argparse.Namespace) -> int:
     return 0
 
 
-def probe_backend(spec: str, timeout: float = DEFAULT_PROBE_TIMEOUT) -> dict[str, Any]:
-    """Import backend ``spec`` in a child interpreter and return its probe as plain data.
-
-    Never raises: an import error, a crash or a timeout is an unavailable backend with a reason.
-    The child sees the same ``sys.path`` as this process.
-    """
-    import signal
-    import subprocess
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.exists(p))
-    try:
-        # Own session: a timed-out probe is killed with everything it started (no pipe held open).
-        child = subprocess.Popen([sys.executable, "-c", _PROBE_SCRIPT, spec], env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, errors="replace",
-                                 start_new_session=True)
-    except OSError as e:
-        return {"available": False, "reason": f"cannot start a probe process: {e}",
-                "details": {}}
-    with child:
-        try:
-            stdout, stderr = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(child.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.communicate(timeout=5)
-            return {"available": False, "reason": f"probe timed out after {timeout:g} s",
-                    "details": {}}
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(_PROBE_MARK):
-            try:
-                result = json.loads(line[len(_PROBE_MARK):])
-            except ValueError:
-                break
-            if isinstance(result, dict):
-                codecs = result.get("codecs")
-                return {"available": result.get("available") is True,
-                        "reason": str(result.get("reason") or ""),
-                        "codecs": [str(c) for c in codecs] if isinstance(codecs, list) else [],
-                        "details": result.get("details") if isinstance(result.get("details"),
-                                                                       dict) else {}}
-            break
-    from .supervisor import describe_exit
-
-    tail = (stderr.strip().splitlines() or [""])[-1]
-    reason = f"probe process failed ({describe_exit(child.returncode)})"
-    return {"available": False, "reason": f"{reason}: {tail}" if tail else reason, "details": {}}
-
-
-def list_backends(timeout: float = DEFAULT_PROBE_TIMEOUT,
-                  probe: Callable[[str, float], dict[str, Any]] = probe_backend,
-                  ) -> list[dict[str, Any]]:
-    """Every registered backend with its origin and probe result, probed concurrently."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import registry
-
-    table = sorted(registry.available().items())
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(table)))) as ex:
-        results = list(ex.map(lambda item: probe(item[1], timeout), table))
-    return [
-        {"name": name, "spec": spec,
-         "origin": "built-in" if registry.BUILTIN.get(name) == spec else "plugin", **result}
-        for (name, spec), result in zip(table, results, strict=True)
-    ]
-
-
 def _status(entry: dict[str, Any]) -> str:
     if not entry["available"]:
         return f"unavailable: {_one_line(entry['reason']) or 'no reason given'}"
@@ -325,6 +189,8 @@ def _status(entry: dict[str, Any]) -> str:
 
 def cmd_backends(args: argparse.Namespace) -> int:
     """``phast backends``: registered backends and whether each can run on this host."""
+    from .probe import list_backends
+
     entries = list_backends(args.timeout)
     if args.json:
         print(json.dumps(entries, indent=2, default=str))
@@ -427,7 +293,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
-    """``phast cache stats``: size, entries, clips and hit rate of the store."""
+    """``phast cache stats``: size, entries, clips, and the hit rate of the store's lookups
+    (diskcache's own statistics: every lookup by every process since the store was cleared);
+    with a shared level, its size and this cache's hits on it."""
     from .sharedstore import open_shared
     from .store import Store
 
@@ -451,7 +319,8 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
           f"entries:    {stats['entries']} ({stats['proxies']} proxies, "
           f"{stats['indices']} frame indices)\n"
           f"clips:      {stats['clips']}\n"
-          f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses)")
+          f"hit rate:   {rate} ({stats['hits']} hits, {stats['misses']} misses, of every "
+          "lookup since the store was created or cleared)")
     sh = stats.get("shared")
     if sh is not None:
         rate = "n/a" if sh["hit_rate"] is None else f"{sh['hit_rate']:.1%}"
@@ -630,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the on-disk store: stats, clear",
                        description="The on-disk store of frame indices and proxies.")
     cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate")
+    c = cache_sub.add_parser("stats", help="bytes, entries, clips, hit rate of lookups")
     c.add_argument("--cache-dir", metavar="DIR", default=None)
     c.add_argument("--shared-store", metavar="URL", default=None,
                    help="also the shared level (default $PHAST_SHARED_STORE)")

@@ -34,12 +34,13 @@ from .errors import (
     WorkerCrashed,
 )
 from .frame import Frame
-from .governor import resolve_budget
+from .governor import Governor, resolve_budget
+from .jobs import PLAYHEAD, PREFETCH, Job, exact_job, plain_job
 from .proxy import ProxySpec
 from .session import Session, _check_source, _store_for
 from .sharedstore import SharedStore, open_shared
 from .store import source_identity
-from .supervisor import PLAYHEAD, PREFETCH, Job, WorkerPool, default_pool
+from .supervisor import WorkerPool, default_pool
 from .tiers import Request
 from .types import OUTPUT_FORMATS, ClipInfo, StreamInfo
 
@@ -204,10 +205,9 @@ class Clip:
             # ... and so does one the budget cannot pay now (it would be paid too late for this
             # frame, and hold back what can be shown meanwhile), or one while playing on
             # proxies made ahead (Session.play_ahead: the frame will be a proxy by then).
-            governor = s.pool.governor
             hopeless = (s.exact_estimate(i) > float(deadline) or s.playing_on_proxies
-                        or (governor is not None
-                            and not governor.can_pay(s.account, "exact", s.decode_work(i))))
+                        or (s.account is not None
+                            and not s.account.can_pay("exact", s.decode_work(i))))
             exact = self._exact_job(i, format, supersedable=True,
                                     delay=SETTLE if hopeless else 0.0).future
         if on_exact is not None:
@@ -248,20 +248,17 @@ class Clip:
                 not found.future.done() or found.future.exception() is None)
             if found is not None and shared:
                 job = found
-                job.supersedable = job.supersedable and supersedable
-                # a blocking call is an order
-                job.governed = job.budgeted = job.governed and supersedable
+                if not supersedable:
+                    job.become_order()  # a blocking call is an order
                 if priority < job.priority:
                     s.worker.promote(job, priority)  # a prefetch became the playhead
             else:
                 work = s.decode_work(i)
-                job = Job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
-                          failed=s.frame_failed(i), priority=priority)
-                job.supersedable = supersedable
                 # Deadline requests and prefetches spend the clip's budget only when admitted;
                 # a blocking frame() is charged but never refused.
-                job.account, job.kind, job.work = s.account, "exact", max(1, work)
-                job.governed = job.budgeted = supersedable or priority != PLAYHEAD
+                job = exact_job(lambda proc: s.timed_frame(proc, i, fmt, work), session=s,
+                                account=s.account, work=work, failed=s.frame_failed(i),
+                                priority=priority, order=not supersedable)
                 job.held = delay > 0
                 s.pending[(i, fmt)] = job
         if shared:
@@ -302,16 +299,15 @@ class Clip:
         step = c - b
         if step != b - a or step == 0 or abs(step) > 2:
             return  # scrubbing: where it goes next is anyone's guess
-        governor = s.pool.governor
-        if step > 0 and s.byproducts and s.account is not None and governor is not None \
-                and not governor.spare(s.account) and s.play_ahead(i, step):
+        account = s.account
+        if step > 0 and s.byproducts and account is not None and not account.spare() \
+                and s.play_ahead(i, step):
             s.playing_on_proxies = True
             return
         for k in (1, 2):
             j = i + k * step
             if 0 <= j < len(self) and s.ram_get(j, fmt) is None and j not in s.quarantined \
-                    and (governor is None or governor.can_pay(s.account, "exact",
-                                                              s.decode_work(j))):
+                    and (account is None or account.can_pay("exact", s.decode_work(j))):
                 self._exact_job(j, fmt, supersedable=True, priority=PREFETCH)
 
     # -- proxies ------------------------------------------------------------------------------
@@ -399,9 +395,9 @@ def _close(session: Session, builder: ProxyBuilder | None) -> None:
         builder.session.close()
     session.close()
     _later.forget(session)
-    governor, account = session.pool.governor, session.account
-    if governor is not None and account is not None:
-        governor.close_account(account)
+    account = session.account
+    if account is not None:
+        account.governor.close_account(account)
 
 
 class _Later:
@@ -505,7 +501,7 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
     may use (default 0.10, or ``$PHAST_BUDGET``; ``"off"``: ungoverned); see
     :mod:`phast.governor`. Opening itself (the index scan) is not governed.
     ``proxy_shortcuts``: the proxy builder's decoder skips what no proxy shows
-    (``phast.backends.software.PROXY_DECODE``; False: proxies of exactly decoded frames).
+    (``phast.backends.decoder.PROXY_DECODE``; False: proxies of exactly decoded frames).
     ``shared_store``: a second proxy level behind the local one (an fsspec URL or directory, or a
     :class:`phast.sharedstore.SharedStore`; default ``$PHAST_SHARED_STORE``, else none): proxies
     the local store lacks are read from it (checked, then copied locally). ``publish=True``
@@ -563,19 +559,20 @@ def open(path: str | os.PathLike[str], *, backend: str = "auto", stream: int = 0
             if auto and n < len(candidates) - 1:
                 # A better backend than the last resort: its probe and capability check (in the
                 # worker) decide now, not at the first frame.
-                session.worker.submit(Job(_attached, session=session)).result()
+                session.worker.submit(plain_job(_attached, session=session)).result()
             cached = store.get_index(identity, name, stream)
             if cached is not None:
                 session.index, session.source = cached
                 session.source = _check_source(session.source)
             else:
-                session.worker.submit(Job(session.run_index, session=session)).result()
+                session.worker.submit(plain_job(session.run_index, session=session)).result()
                 store.put_index(identity, name, stream, session.index,  # type: ignore[arg-type]
                                 session.source)
             pool.image_worker()  # the fallback tiers' decoder, started before it is needed
             if share is not None:
-                session.account = pool.ensure_governor().open_account(
-                    share, os.path.basename(p))
+                governor = pool.ensure_governor(Governor.for_host)
+                if isinstance(governor, Governor):  # (a pool may be given another admission)
+                    session.account = governor.open_account(share, os.path.basename(p))
             session.selection = (*tried, (name, "selected"))
             if tried:
                 log.info("%s: backend %s; %s", p, name,

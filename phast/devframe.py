@@ -27,11 +27,11 @@ import itertools
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import numpy as np
 
+from .backends.base import DevicePlane, DeviceRecord
 from .errors import ProtocolViolation, SlotsExhausted, WorkerCrashed
 from .frame import Frame
 from .protocol import field
@@ -41,33 +41,6 @@ MAX_SIDE = 32768
 MAX_ALLOCS = 4096  #: allocation ids a worker may use
 MAX_ALLOC_BYTES = 1 << 34  #: largest allocation a record may claim (16 GiB)
 IPC_HANDLE_BYTES = 64  #: sizeof(cudaIpcMemHandle_t)
-
-
-@dataclass(frozen=True)
-class DevicePlaneRecord:
-    offset: int
-    rows: int
-    row_bytes: int
-    pitch: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + (self.rows - 1) * self.pitch + self.row_bytes
-
-
-@dataclass(frozen=True)
-class DeviceRecord:
-    """A validated device completion record."""
-
-    width: int
-    height: int
-    pix_fmt: str
-    itemsize: int
-    key_frame: bool
-    alloc: int
-    alloc_size: int
-    handle: bytes
-    planes: tuple[DevicePlaneRecord, ...]
 
 
 def _int(value: Any) -> bool:
@@ -104,12 +77,12 @@ def check_device_record(rec: Any, fmt: str,
     raw = field(dev, "planes", list)
     if not 1 <= len(raw) <= 4:
         raise ProtocolViolation("implausible plane list")
-    planes: list[DevicePlaneRecord] = []
+    planes: list[DevicePlane] = []
     end = 0
     for p in raw:
         if not isinstance(p, list) or len(p) != 4 or not all(_int(v) for v in p):
             raise ProtocolViolation("malformed device plane record")
-        plane = DevicePlaneRecord(*p)
+        plane = DevicePlane(*p)
         if (plane.offset < end or plane.rows < 1 or plane.row_bytes < 1
                 or plane.pitch < plane.row_bytes or plane.row_bytes % itemsize
                 or plane.end > size):

@@ -1,7 +1,7 @@
 """``phast doctor``: is the worker sandbox really on, on this host?
 
 Spawns a real worker (as the editor would), reads the confinement report it sends with READY,
-asks it to try a few forbidden things (:meth:`phast.worker.Worker.op_selftest`), and compares
+asks it to try a few forbidden things (:meth:`phast.worker.Server.op_selftest`), and compares
 both with what the host offers (:func:`phast.sandbox.host_support`). A layer the host supports
 that is not active in the worker is a failure, and so is a device node granted to the worker's
 backends (GPU nodes, with the default configuration on a GPU host) that it cannot open

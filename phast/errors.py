@@ -135,6 +135,20 @@ class FrameQuarantined(PhastError, RuntimeError):
     """
 
 
+class SlotTooSmall(PhastError, BufferError):
+    """Raised by a backend's ``decode`` (and ``backends.base.write_planes``) when the output
+    buffer is smaller than the frame needs, before anything is written.
+
+    ``needed`` is the number of bytes the frame needs in the requested format. Never reaches
+    the caller: the worker reports it with its own record type and the editor grants a bigger
+    slot for the same frame.
+    """
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"frame needs {needed} bytes")
+        self.needed = needed
+
+
 class SlotsExhausted(PhastError, RuntimeError):
     """Raised when every shared-memory slot of a clip is leased by a live ``Frame``/array.
 

@@ -51,10 +51,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
+from .jobs import BUILD, PLAYHEAD, PREFETCH, Job, WorkerView
 
 if TYPE_CHECKING:
     from .power import Meter, Tdp
-    from .supervisor import Job, Worker
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,14 @@ class Account:
         else:
             self.unbudgeted_j += joules
 
+    def can_pay(self, kind: str, units: int) -> bool:
+        """:meth:`Governor.can_pay` for this account."""
+        return self.governor.can_pay(self, kind, units)
+
+    def spare(self) -> bool:
+        """:meth:`Governor.spare` for this account."""
+        return self.governor.spare(self)
+
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "budget": self.budget, "rate_w": round(self.rate_w, 4),
                 "level_j": round(self.level_j, 4), "capacity_j": round(self.capacity_j, 4),
@@ -218,7 +226,8 @@ class _WorkerMark:
 
 
 class Governor:
-    """Admission and accounting for one :class:`~phast.supervisor.WorkerPool` (see module doc).
+    """Admission and accounting for one :class:`~phast.supervisor.WorkerPool` (see module doc):
+    the pool's :class:`~phast.jobs.Admission`.
 
     ``meter`` is read at every tick (``TICK_S``) while an account is open. ``baseline_w`` is the
     host's idle power on a measured meter, measured before work started (budgets count marginal
@@ -249,7 +258,8 @@ class Governor:
         self._lock = threading.RLock()
         self._accounts: weakref.WeakSet[Account] = weakref.WeakSet()
         self._marks: dict[int, _WorkerMark] = {}  # by Worker.id
-        self._workers: weakref.WeakValueDictionary[int, Worker] = weakref.WeakValueDictionary()
+        self._workers: weakref.WeakValueDictionary[int, WorkerView] = \
+            weakref.WeakValueDictionary()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._last: tuple[float, float, float | None] | None = None  # t, editor cpu, energy
@@ -299,8 +309,6 @@ class Governor:
         acct: Account | None = job.account
         if acct is None or acct.closed:
             return True
-        from .supervisor import BUILD, PLAYHEAD, PREFETCH
-
         est = acct.estimate_j(job.kind, job.work)
         now = time.monotonic()
         with self._lock:
@@ -353,7 +361,7 @@ class Governor:
             return acct.level_j - acct.reserved_j >= BUILD_RESERVE_S * acct.rate_w
 
     # -- charging ---------------------------------------------------------------------------------
-    def job_started(self, worker: Worker, job: Job) -> None:
+    def job_started(self, worker: WorkerView, job: Job) -> None:
         """Close the worker's idle stretch (charged to its last account) and open the job's.
 
         A job that is not ``metered`` (a proxy picture decoded for a fallback: about a
@@ -386,7 +394,7 @@ class Governor:
                 self._workers_cpu_in_tick += mark.startup_s
             mark.startup_s = 0.0
 
-    def job_finished(self, worker: Worker, job: Job) -> None:
+    def job_finished(self, worker: WorkerView, job: Job) -> None:
         """Charge the job's CPU time to its account and feed the clip's cost model."""
         if not job.metered:
             return  # charged later (see job_started)
@@ -413,19 +421,19 @@ class Governor:
                 acct.reserved_j = max(0.0, acct.reserved_j - job.reserved_j)
                 job.reserved_j = 0.0
 
-    def _settle(self, worker: Worker) -> None:
+    def _settle(self, worker: WorkerView) -> None:
         """Charge the CPU the worker's process used since its mark to its current account."""
         mark = self._marks.setdefault(worker.id, _WorkerMark())
         proc = worker.proc
-        pid = proc.pid if proc is not None else None
-        if pid is None:
+        if proc is None:
             return
+        pid = proc.pid
         try:
             now = self._process_cpu(pid)
         except (OSError, ValueError):
             return  # gone: a crash; its last CPU time is counted by the tree meter
         if mark.pid != pid:  # a new process: its start-up goes to the job that needed it
-            mark.pid, mark.cpu_s = pid, getattr(proc, "ready_cpu_s", 0.0)
+            mark.pid, mark.cpu_s = pid, proc.ready_cpu_s
             mark.startup_s = mark.cpu_s
         used = max(0.0, now - mark.cpu_s)
         mark.cpu_s = now

@@ -1,9 +1,11 @@
 """The frame index: which packet makes which frame, and where a decode of frame i must start.
 
-Built inside a worker (by the backend, usually with :func:`build_from_demux` or
-:func:`build_from_decode`), shipped to the editor as plain arrays, validated there
-(:meth:`FrameIndex.validate`), stored per source, and sent back to every worker that opens the
-clip. The editor's copy is the authority: a worker never invents frame numbers.
+Built inside a worker (by the backend: with ``backends.base.index_from_packets`` or
+``intra_index``, or as the software backend's ``indexer.IndexBuilder`` does, with
+:func:`display_order_from_pts`, :func:`compute_starts` and :func:`synthesize_pts` here), shipped
+to the editor as plain arrays, validated there (:meth:`FrameIndex.validate`), stored per
+source, and sent back to every worker that opens the clip. The editor's copy is the authority:
+a worker never invents frame numbers.
 
 Two orders appear everywhere:
 

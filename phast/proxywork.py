@@ -13,8 +13,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from phast.backends.avframes import write_frame
 from phast.backends.base import DecodedFrame, PlaneLayout, SlotTooSmall
-from phast.backends.software import write_frame
 from phast.errors import MediaError
 
 

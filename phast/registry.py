@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
-from .errors import BackendNotFound, BackendUnavailable, MissingDependency
+from .errors import BackendNotFound, BackendUnavailable, InvalidArgument, MissingDependency
 
 if TYPE_CHECKING:
     from phast.backends.base import Backend
@@ -117,12 +117,13 @@ def register(name: str, spec: str) -> None:
     """Register a backend at run time (``spec`` = ``"module:Class"``, importable by workers).
 
     Workers import ``spec`` with the editor's ``sys.path``, so a module on that path works.
+    Raises :class:`~phast.errors.InvalidArgument` for a malformed name or spec.
     """
     if not _NAME.match(name) or name == "auto":
-        raise ValueError(f"backend name must be 1-64 letters, digits, '_', '.', '-' and not "
+        raise InvalidArgument(f"backend name must be 1-64 letters, digits, '_', '.', '-' and not "
                          f"'auto'; got {name!r}")
     if not _SPEC.match(spec):
-        raise ValueError(f"backend spec must be 'module:Class', got {spec!r}")
+        raise InvalidArgument(f"backend spec must be 'module:Class', got {spec!r}")
     _registered[name] = spec
 
 

@@ -29,11 +29,12 @@ from .errors import (
 )
 from .frame import Frame
 from .index import FrameIndex
+from .jobs import Job, byproduct_job, plain_job, playahead_job
 from .protocol import field
 from .proxy import ProxySpec, looks_like_jpeg
 from .shm import Slot, SlotPool
 from .store import Store
-from .supervisor import Job, Process, Worker, WorkerPool, raise_for_error
+from .supervisor import Process, Worker, WorkerPool, raise_for_error
 from .types import PACKED_LAYOUT, Quality
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ MAX_SIDE = 32768  #: largest width/height a completion record may claim
 MAX_FRAME_BYTES = 1 << 30  #: largest slot a worker may ask for
 _PIX_FMT = re.compile(r"^[a-z0-9_]{1,32}$")
 #: Packets behind a decoder's position whose frames it likely still keeps (a copy, not a
-#: decode; ``backends.software.DEFAULT_KEEP_BYTES`` holds ~30 frames of 1080p).
+#: decode; ``backends.decoderun.DEFAULT_KEEP_BYTES`` holds ~30 frames of 1080p).
 KEPT_BEHIND = 24
 #: Pictures the NEAREST tier tries, nearest first, before it gives up (a store read each).
 NEAREST_TRIES = 3
@@ -363,9 +364,7 @@ class Session:
         ``first``: from this frame (default: a little before the group of pictures of ``i``)."""
         if not self.byproducts or self.store is None or self.index is None:
             return None
-        governor = self.pool.governor
-        if budget and governor is not None and self.account is not None \
-                and not governor.spare(self.account):
+        if budget and self.account is not None and not self.account.spare():
             return None
         if first is None:
             keys = self.keyframes
@@ -386,13 +385,11 @@ class Session:
         proxies (one job at a time, prefetch priority, paid like building). A job still
         queued for frames the playhead has passed is replaced. False when there is nothing
         to make."""
-        from .supervisor import PREFETCH
-
         assert self.index is not None
         with self._lock:
             queued = self._playing_ahead
             if queued is not None and not queued.future.done():
-                if queued.target > i:  # type: ignore[attr-defined]
+                if queued.target is not None and queued.target > i:
                     return True
                 if not queued.future.cancel():
                     return True  # running: it is past where the playhead is
@@ -410,11 +407,9 @@ class Session:
                                                      "references_only": True,
                                                      "byproducts": spec}, [bits])
 
-            job = Job(run, session=self, priority=PREFETCH)
-            job.target = target  # type: ignore[attr-defined]
             # what it decodes: on from where the decoder stands, or from a seek
-            job.account, job.kind, job.work = self.account, "playahead", self.decode_work(target)
-            job.governed = job.budgeted = True
+            job = playahead_job(run, session=self, account=self.account,
+                                work=self.decode_work(target), target=target)
             self._playing_ahead = job
         self.worker.submit(job)
         return True
@@ -422,14 +417,11 @@ class Session:
     def _collect_byproducts(self) -> None:
         """Queue one job fetching the worker's by-product proxies (building priority: paid from
         the budget and admitted like building, after any request)."""
-        from .supervisor import BUILD
-
         with self._lock:
             if self._collecting is not None and not self._collecting.future.done():
                 return
-            job = Job(self.run_byproducts, session=self, priority=BUILD)
-            job.account, job.kind, job.work = self.account, "byproduct", BYPRODUCT_BATCH
-            job.governed = job.budgeted = True
+            job = byproduct_job(self.run_byproducts, session=self, account=self.account,
+                                pictures=BYPRODUCT_BATCH)
             self._collecting = job
         self.worker.submit(job)
 
@@ -604,7 +596,7 @@ class Session:
             waiting = list(self.pending.values())
         for job in waiting:  # outside the lock: cancelling runs callbacks that take it
             job.future.cancel()  # queued or delayed decodes of a closed clip never run
-        job = Job(lambda proc: _close_remote(proc, self.id))
+        job = plain_job(lambda proc: _close_remote(proc, self.id))
         with contextlib.suppress(Exception):
             self.worker.submit(job).result(timeout=10)
         self.pool.release(self.worker, self.id)

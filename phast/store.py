@@ -1,9 +1,13 @@
-"""Per-source data kept on disk: the frame index and the stream description.
+"""Per-source data kept on disk: frame indices with their stream description, proxy pictures,
+and each source's map of which frames have a proxy.
 
 Keyed by source identity (size, mtime and a hash of the file's head and tail), so a file rewritten
 in place never matches its old entries, and reopening an unchanged file needs no scan. Entries
 are plain bytes with a checksum: a damaged entry reads as a miss, never as a wrong index.
-The store is a ``diskcache`` directory, safe to share between editor processes.
+The store is a ``diskcache`` directory, safe to share between editor processes; what diskcache
+does itself is left to it: LRU eviction by bytes, hit and miss statistics (``Cache.stats``,
+kept in its database for every process), and eviction by tag (every entry is tagged with its
+source identity; the tag index makes clearing one source an indexed delete).
 """
 
 from __future__ import annotations
@@ -59,8 +63,9 @@ def _unseal(data: Any) -> bytes | None:
 
 
 DEFAULT_SIZE_LIMIT = 4 << 30  #: bytes; about an hour of 360p proxies of noisy 1080p footage
-_STATS_FLUSH = 256  #: proxy lookups between writes of the shared hit/miss counters
 _PROXY_MAGIC = b"PHPX1"
+#: Counters earlier versions kept as entries (LRU could evict them); dropped when seen.
+_LEGACY_COUNTERS = ("stats/hits", "stats/misses")
 
 
 class Store:
@@ -69,7 +74,9 @@ class Store:
     A ``diskcache`` directory bounded by bytes with least-recently-used eviction, safe to share
     between editor processes (SQLite + atomic file writes). Every entry is sealed with a checksum
     and keyed by source identity, so a damaged, truncated or deleted entry and a source rewritten
-    in place all read as misses. Only the editor process reads or writes it.
+    in place all read as misses. Only the editor process reads or writes it. diskcache counts
+    every lookup's hit or miss (:meth:`stats`) and tags every entry with its source
+    (:meth:`clear`).
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
@@ -77,9 +84,15 @@ class Store:
         import diskcache  # imported at use: keeps `import phast` light
 
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        # statistics: hits and misses counted by diskcache in its database (one UPDATE in the
+        # transaction an LRU lookup opens anyway), shared by every process using the store;
+        # tag_index: entries by source identity, for clear(identity)
         self._cache = diskcache.Cache(str(self.directory / "store"), size_limit=size_limit,
-                                      eviction_policy="least-recently-used")
-        self._hits = self._misses = 0
+                                      eviction_policy="least-recently-used", statistics=True,
+                                      tag_index=True)
+        for key in _LEGACY_COUNTERS:
+            with contextlib.suppress(Exception):
+                self._cache.delete(key)
 
     # -- frame indices -----------------------------------------------------------------------
     @staticmethod
@@ -114,14 +127,12 @@ class Store:
 
     def get_proxy(self, identity: str, stream: int, spec: str,
                   index: int) -> tuple[int, int, bytes] | None:
-        """(width, height, compressed picture) or None; counts towards the hit rate."""
+        """(width, height, compressed picture) or None (a miss: absent, evicted or damaged)."""
         payload = self._read(self._proxy_key(identity, stream, spec, index))
-        entry = None
-        if payload is not None and payload.startswith(_PROXY_MAGIC) and len(payload) > 13:
-            width, height = struct.unpack_from("<II", payload, len(_PROXY_MAGIC))
-            entry = (width, height, payload[len(_PROXY_MAGIC) + 8 :])
-        self._count(entry is not None)
-        return entry
+        if payload is None or not payload.startswith(_PROXY_MAGIC) or len(payload) <= 13:
+            return None
+        width, height = struct.unpack_from("<II", payload, len(_PROXY_MAGIC))
+        return width, height, payload[len(_PROXY_MAGIC) + 8 :]
 
     @staticmethod
     def _map_key(identity: str, stream: int, spec: str) -> str:
@@ -190,18 +201,10 @@ class Store:
                 self._cache.delete(key)
         return payload
 
-    def _count(self, hit: bool) -> None:
-        if hit:
-            self._hits += 1
-        else:
-            self._misses += 1
-        if self._hits + self._misses >= _STATS_FLUSH:
-            self.flush_stats()
-
     def flush_stats(self) -> None:
-        """Add this process's proxy hits and misses to the store's shared counters."""
-        hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
-        self._add_counts({"stats/hits": hits, "stats/misses": misses})
+        """Write the statistics this process still holds in memory: none for this level
+        (diskcache counts its lookups itself); a level it cannot count -- ``phast.levels``'
+        shared store -- adds its own here (:meth:`_add_counts`)."""
 
     def _add_counts(self, counts: dict[str, int]) -> None:
         with contextlib.suppress(Exception):  # counters are statistics: never worth an error
@@ -210,7 +213,10 @@ class Store:
                     self._cache.incr(key, n)
 
     def stats(self) -> dict[str, Any]:
-        """bytes on disk, entries, clips (distinct sources), proxy hits/misses and hit rate."""
+        """Bytes on disk, entries, clips (distinct sources), and the hits, misses and hit rate
+        of every lookup (proxies, indices, proxy maps) by every process since the store was
+        created or :meth:`clear` ed (diskcache's statistics; a damaged entry is a hit there and
+        a miss here: reading it drops it, and the next lookup misses)."""
         self.flush_stats()
         identities, proxies, indices = set(), 0, 0
         for key in self._cache.iterkeys():
@@ -221,16 +227,17 @@ class Store:
             elif parts[0] == "index" and len(parts) > 2:
                 indices += 1
                 identities.add(parts[2])
-        hits = int(self._cache.get("stats/hits", 0))
-        misses = int(self._cache.get("stats/misses", 0))
+        hits, misses = (int(n) for n in self._cache.stats(enable=True))
         return {"directory": str(self.directory / "store"), "bytes": self._cache.volume(),
                 "size_limit": self._cache.size_limit, "entries": proxies + indices,
                 "proxies": proxies, "indices": indices, "clips": len(identities), "hits": hits,
                 "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None}
 
     def clear(self, identity: str | None = None) -> int:
-        """Remove every entry, or those of one source identity; returns how many."""
+        """Remove every entry (and reset the statistics), or the entries tagged with one source
+        identity; returns how many."""
         if identity is None:
+            self._cache.stats(enable=True, reset=True)
             return int(self._cache.clear())
         return int(self._cache.evict(identity))
 

@@ -11,11 +11,13 @@
     │   SlotPool ══════════╪═ quarantine ════════════╪══════════╪══ into granted slots    │
     └───────────────────────────────────────────────┘          └─────────────────────────┘
 
-A :class:`Worker` owns at most one live :class:`Process` at a time and runs its jobs one by one on
-its own thread. A job runs against a :class:`Channel`; if the process dies (seen on its pidfd and
-its socket together), stops answering (no record or heartbeat within ``hang_timeout``), or sends
-a record that fails validation, the process is killed, a fresh one is started, and the job is
-asked whether to retry (:meth:`Job.failed`): a frame that fails twice is quarantined. Every other
+A :class:`Worker` owns at most one live :class:`Process` at a time and runs its jobs
+(:class:`phast.jobs.Job`) one by one on its own thread. A job runs against the live
+:class:`Process` (``job.run(proc)``: requests and replies over its socket); if the process dies
+(seen on its pidfd and its socket together), stops answering (no record or heartbeat within
+``hang_timeout``), or sends a record that fails validation, the process is killed, a fresh one
+is started, and the job is asked whether to retry (:meth:`Job.failed`): a frame that fails twice
+is quarantined. Every other
 job queued on that worker simply runs on the new process; sessions re-open lazily and resume at
 their playhead.
 
@@ -41,12 +43,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from . import protocol, registry
-
-if TYPE_CHECKING:
-    from .governor import Account, Governor
 from .errors import (
     WORKER_ERROR_TYPES,
     DecodeError,
@@ -56,6 +55,7 @@ from .errors import (
     WorkerHung,
     WorkerStartError,
 )
+from .jobs import Admission, Job, plain_job
 
 
 @dataclass(frozen=True)
@@ -355,66 +355,6 @@ class Process:
             self.pidfd = -1
 
 
-class Session(Protocol):
-    """What a worker needs from a clip session to (re)open it in a process."""
-
-    id: int
-
-    def attach(self, proc: Process) -> None: ...
-
-
-#: Job priorities, most urgent first. A worker always runs the most urgent queued job next.
-PLAYHEAD, PREFETCH, BUILD = 0, 1, 2
-PRIORITY_NAMES = {PLAYHEAD: "playhead", PREFETCH: "prefetch", BUILD: "build"}
-
-
-class Job:
-    """One unit of work for a worker; ``run`` is called with the live process (maybe again).
-
-    ``priority`` orders the queue (:data:`PLAYHEAD` > :data:`PREFETCH` > :data:`BUILD`); a job
-    whose future is cancelled before it starts is dropped.
-    """
-
-    _seq = itertools.count()
-
-    def __init__(self, run: Callable[[Process], Any], *, session: Session | None = None,
-                 failed: Callable[[BaseException, int], BaseException | None] | None = None,
-                 priority: int = PLAYHEAD) -> None:
-        self.run = run
-        self.session = session
-        self.future: Future[Any] = Future()
-        self.failures = 0
-        self.priority = priority
-        self.seq = next(self._seq)  # FIFO among equal priorities
-        self.supersedable = False  #: a newer request for the clip may cancel it while queued
-        # The power governor's view (phast/governor.py): whose budget pays, what kind of work and
-        # how many units of it (frames to decode, pictures), and whether it may be refused.
-        self.account: Account | None = None
-        self.kind = "other"
-        self.work = 1
-        self.governed = False  #: admission may hold it back for the budget (implies budgeted)
-        #: its CPU is paid from the account's budget; orders (a blocking frame(), an explicit
-        #: build) are only tallied, and a fallback's proxy decode is paid but never held back
-        self.budgeted = False
-        self.reserved_j = 0.0  #: estimate reserved at admission, released when charged
-        #: measured on its own (worker CPU read when it starts and ends); small frequent jobs
-        #: are charged at the governor's next measurement instead
-        self.metered = True
-        self.cpu_s = 0.0  #: worker CPU seconds measured while it ran
-        self.held = False  #: created with a delay and not yet handed to a worker (phast.clip)
-        self._failed = failed
-
-    def __lt__(self, other: Job) -> bool:
-        return (self.priority, self.seq) < (other.priority, other.seq)
-
-    def failed(self, error: BaseException) -> BaseException | None:
-        """Record a worker failure; return the error to raise, or None to retry."""
-        self.failures += 1
-        if self._failed is not None:
-            return self._failed(error, self.failures)
-        return error if self.failures >= 2 else None
-
-
 class Worker:
     """A supervised worker slot: a job queue, an I/O thread, and the current process."""
 
@@ -576,11 +516,12 @@ class WorkerPool:
     """A bounded set of workers shared by open clips."""
 
     def __init__(self, max_workers: int | None = None, config: WorkerConfig | None = None,
-                 governor: Governor | None = None) -> None:
+                 governor: Admission | None = None) -> None:
         self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self.config = config or WorkerConfig()
-        #: Admits every job before it starts and charges what it cost (phast/governor.py);
-        #: created on the first clip opened with a budget when not given.
+        #: Admits every job before it starts and charges what it cost (a
+        #: :class:`phast.governor.Governor`); created on the first clip opened with a budget
+        #: when not given (:meth:`ensure_governor`).
         self.governor = governor
         self._image_worker: Worker | None = None
         self._images_ready: Future[Any] = Future()
@@ -639,7 +580,7 @@ class WorkerPool:
                 self._image_worker.sessions.add(0)  # never retires while the pool lives
                 # Start its process (and its JPEG decoder) now: a fallback cannot wait for an
                 # interpreter to boot and import PyAV.
-                self._images_ready = self._image_worker.submit(Job(_prepare_images))
+                self._images_ready = self._image_worker.submit(plain_job(_prepare_images))
             return self._image_worker
 
     def build_worker(self) -> Worker:
@@ -658,13 +599,12 @@ class WorkerPool:
         self.image_worker()
         self._images_ready.result(timeout)
 
-    def ensure_governor(self) -> Governor:
-        """The pool's governor, created on first use (TDP discovery, the host's meter)."""
+    def ensure_governor(self, create: Callable[[], Admission]) -> Admission:
+        """The pool's governor, made with ``create`` on first use (``Governor.for_host``: TDP
+        discovery, the host's meter); the caller names the class, so this module needs none."""
         with self._lock:
             if self.governor is None:
-                from .governor import Governor
-
-                self.governor = Governor.for_host()
+                self.governor = create()
             return self.governor
 
     @property

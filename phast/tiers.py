@@ -26,6 +26,7 @@ unless a newer request for the clip supersedes it while it is still queued.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,13 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import FrameOutOfRange
+from .errors import FrameOutOfRange, PhastError
 from .frame import Frame
+from .jobs import image_job
 from .types import PACKED_LAYOUT, Quality
 
 if TYPE_CHECKING:
     from .index import FrameIndex
     from .session import Session
+
+log = logging.getLogger(__name__)
 
 #: Seconds before the deadline at which the fallback lookups start (a stored-proxy read plus a
 #: 360p JPEG decode on the image worker take ~2-5 ms; the rest is scheduling margin).
@@ -175,12 +179,8 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
         return None
     job_run: Callable[[Any], Frame] = lambda proc: session.run_image(  # noqa: E731
         proc, data, (width, height), i, fmt, quality, shows)
-    from .supervisor import PLAYHEAD, Job
-
-    job = Job(job_run, priority=PLAYHEAD)
     # Paid, but never held back: the floor of the budget (see the module docstring).
-    job.account, job.kind, job.budgeted = session.account, "image", True
-    job.metered = False  # ~1 ms: charged at the governor's next measurement
+    job = image_job(job_run, account=session.account)
     try:
         worker = session.pool.image_worker()
         if worker.busy_for() > IMAGE_STALLED:
@@ -191,7 +191,13 @@ def _proxy_frame(session: Session, i: int, shows: int, fmt: str,
     except cf.TimeoutError:
         future.cancel()  # still queued: never decoded (running: its result is dropped)
         return None
-    except Exception:
+    except (PhastError, cf.CancelledError):
+        # the worker failed on it (crash, damaged picture, no slot free), or the pool shut
+        # down: this tier has nothing; the caller tries the next one
+        return None
+    except Exception:  # a bug: the deadline still holds (next tier), but it is not hidden
+        log.exception("fallback picture of frame %d for frame %d of %s failed", shows, i,
+                      session.path)
         return None
     if quality is Quality.NEAREST or shows in session.keyframe_set:
         # Pictures shown for other frames (and keyframes, which stand in for whole GOPs) come

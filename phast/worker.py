@@ -6,28 +6,32 @@ one at a time. It never writes files, and everything it sends is plain data
 (:mod:`phast.protocol`): a hostile or broken decoder can at worst crash, hang, or lie, and the
 editor checks every record.
 
-Requests (editor -> worker) and replies (worker -> editor)::
+Requests (editor -> worker) and replies (worker -> editor); every reply to a failed request is
+``{error, type, message, job}`` (``type``: a phast error's class name, ``SlotTooSmall`` with
+``needed``, ``DeviceError`` -- then the worker exits -- or ``BackendError`` for anything else)::
 
-    open   {session, path, stream, backend, options}      -> {ok, source}
+    open   {session, path, stream, backend, options}    -> {ok, source, device}
            + the source's read-only fd (the sandbox lets no media path be opened)
-    index  {session, method?}                             -> {ok, source, index} + arrays
-    adopt  {session, index} + arrays                      -> {ok}
-    frame  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
-           (+ the slot's fd when new to this worker)      or {error, type, message[, needed]}
-    frame  {session, job, index, format, dslot}           -> {ok, job, index, dslot, frame record
-           (device backends: worker-owned device memory)      with a "device" part}
-    frame  ... byproducts: {width, height, quality,        -> ... byproducts: pictures waiting
-           first, count} + a bitmap of the frames from
-           `first` that lack a proxy (proxies as a by-product of decoding: proxywork.ByproductSink)
-    byproducts {session, limit}                           -> {ok, indices} + one JPEG each
-    ahead  {session, index, references_only, limit,       -> as byproducts: decodes on to
-           byproducts} + bitmap                              `index` first (proxies ahead of play)
-    image  {session, job, index, format, slot, size}      -> {ok, job, index, slot, frame record}
+    index  {session, full_decode}                       -> {ok, index, source} + index arrays
+    adopt  {session, index} + index arrays              -> {ok}
+    frame  {session, job, index, format, slot, size,    -> {ok, job, index, slot, frame, at?,
+           attempt, byproducts?}                            byproducts?}
+           + the slot's fd when new to this worker;         (at: where the decoder stands,
+           + with byproducts {width, height, quality,        Backend.decode_position;
+             first, count}: a bitmap of the frames from      byproducts: pictures waiting in
+             `first` that lack a proxy                       the worker's ByproductSink)
+    frame  {session, job, index, format, dslot}         -> {ok, job, index, dslot, frame with a
+           (device backends: worker-owned device memory)     "device" part: Backend.decode_device}
+    byproducts {session, limit}                         -> {ok, indices} + one JPEG each
+    ahead  {session, index, references_only, limit,     -> as byproducts, after decoding on to
+           byproducts} + bitmap                            `index` (Backend.advance)
+    image  {session, job, index, format, slot, size}    -> {ok, job, index, slot, frame}
            + the stored proxy picture (JPEG)
-    proxies {session, indices, width, height, quality}    -> {ok, indices, failed} + JPEGs
-    prepare_images {}                                     -> {ok}
-    close  {session}                                      -> {ok}
-    exit   {}                                             -> (process exits)
+    proxies {session, indices, width, height, quality}  -> {ok, indices, failed} + one JPEG each
+    prepare_images {}                                   -> {ok}  (loads the JPEG decoder)
+    selftest {}                                         -> {ok, checks}  (``phast doctor``)
+    close  {session}                                    -> {ok}
+    exit   {}                                           -> (the process exits)
 
 During long work the worker sends ``{beat}`` records: the supervisor's watchdog kills a worker
 that stays silent longer than its hang timeout.
@@ -44,11 +48,14 @@ import sys
 import time
 import traceback
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phast import avlog, protocol, sandbox
-from phast.errors import CannotHandle, DeviceError, PhastError
+from phast.errors import CannotHandle, DeviceError, PhastError, SlotTooSmall
 from phast.index import FrameIndex
+
+if TYPE_CHECKING:
+    from phast.backends.base import Backend
 
 #: The job being served, for diagnostics (and test backends that misbehave on cue).
 current_job: dict[str, Any] = {}
@@ -67,13 +74,15 @@ def device_record(rec: Any) -> dict[str, Any]:
                        "planes": [[p.offset, p.rows, p.row_bytes, p.pitch] for p in rec.planes]}}
 
 
-class Worker:
+class Server:
+    """The worker process's request loop: one request at a time, backends by session."""
+
     def __init__(self, sock: socket.socket, devices: tuple[str, ...] = (),
                  memory_bound: str = sandbox.ADDRESS_SPACE) -> None:
         self.sock = sock
         self.devices = devices  #: device-node patterns the sandbox grants (Backend.device_paths)
         self.memory_bound = memory_bound  #: how the sandbox bounds memory (sandbox.RESIDENT...)
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[int, Backend] = {}
         self.slots: dict[tuple[int, int], mmap.mmap] = {}
         self._last_beat = 0.0
         self._last: dict[int, int] = {}  # last frame index served, per session
@@ -117,21 +126,20 @@ class Worker:
             backend.close()
             raise CannotHandle(f"{cls.name or msg['backend']}: {refusal}")
         self.sessions[msg["session"]] = backend
-        self.reply({"ok": True, "source": source, "device": getattr(cls, "device", "cpu")})
+        self.reply({"ok": True, "source": source, "device": cls.device})
 
-    def _check_devices(self, cls: Any) -> None:
+    def _check_devices(self, cls: type[Backend]) -> None:
         """A backend that needs device nodes the sandbox did not grant, or no address-space
         cap where this worker has one, cannot run here."""
         from phast.errors import BackendUnavailable
 
-        missing = [p for p in getattr(cls, "device_paths", ()) if p not in self.devices]
+        missing = [p for p in cls.device_paths if p not in self.devices]
         if missing:
             raise BackendUnavailable(
                 f"backend {cls.__module__}:{cls.__qualname__} needs device nodes {missing} that "
                 "this worker's sandbox does not grant; start the pool with "
                 "WorkerConfig(backends=(spec, ...)) naming it")
-        if not getattr(cls, "address_space_limit", True) \
-                and self.memory_bound == sandbox.ADDRESS_SPACE:
+        if not cls.address_space_limit and self.memory_bound == sandbox.ADDRESS_SPACE:
             raise BackendUnavailable(
                 f"backend {cls.__module__}:{cls.__qualname__} cannot run under this worker's "
                 "address-space cap (its libraries reserve more); start the pool with "
@@ -267,13 +275,13 @@ class Worker:
         for i in msg["indices"]:
             self.beat()
             try:
-                if hasattr(backend, "proxy_picture"):
-                    # the backend makes the small picture where its frames live (a GPU): only
-                    # the proxy crosses to the host
-                    frame = frame_from_rgb(backend.proxy_picture(i, width, height))
-                elif hasattr(backend, "av_frame") and getattr(backend, "device", "cpu") == "cpu":
+                # where the backend's frames live (a GPU), only the small picture is made and
+                # crosses to the host; else the host frame, else the packed rgb24 output
+                picture = backend.proxy_picture(i, width, height)
+                frame = None if picture is None else frame_from_rgb(picture)
+                if frame is None and backend.device == "cpu":
                     frame = backend.av_frame(i)
-                else:  # any backend: through its packed rgb24 output
+                if frame is None:
                     scratch = scratch or memoryview(bytearray(width * height * 3))
                     frame = self._rgb_frame(backend, i, scratch, frame_from_rgb)
                 pictures.append(encoder.encode(frame))
@@ -284,8 +292,6 @@ class Worker:
 
     @staticmethod
     def _rgb_frame(backend: Any, i: int, scratch: memoryview, wrap: Any) -> Any:
-        from phast.backends.base import SlotTooSmall
-
         while True:
             try:
                 d = backend.decode(i, "rgb24", scratch)
@@ -310,14 +316,13 @@ class Worker:
             return
         session, nxt, stop = plan
         backend = self.sessions.get(session)
-        prefetch = getattr(backend, "prefetch", None)
-        if prefetch is None:
+        if backend is None:
             return
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         while nxt < stop and not poller.poll(0):
             try:
-                if not prefetch(nxt):
+                if not backend.prefetch(nxt):
                     return
             except Exception:  # the real request will meet the error, if any
                 return
@@ -338,8 +343,6 @@ class Worker:
 
     # -- loop -------------------------------------------------------------------------------
     def serve(self) -> None:
-        from phast.backends.base import SlotTooSmall as _SlotTooSmall
-
         while True:
             self.read_ahead()
             try:
@@ -366,7 +369,7 @@ class Worker:
                     self.reply({"error": True, "type": "DeviceError", "message": str(e)[:2000],
                                 "job": msg.get("job", 0)})
                 os._exit(DEVICE_ERROR_EXIT)
-            except _SlotTooSmall as e:
+            except SlotTooSmall as e:  # before PhastError: its own record type
                 self.reply({"error": True, "type": "SlotTooSmall", "needed": e.needed,
                             "job": msg.get("job", 0), "message": str(e)})
             except PhastError as e:
@@ -396,7 +399,7 @@ def main(argv: list[str]) -> int:
         report["preload"] = preload_error
     protocol.send(sock, {"ready": True, "pid": os.getpid(), "sandbox": report,
                          "protocol": protocol.VERSION})
-    Worker(sock, devices, bound).serve()
+    Server(sock, devices, bound).serve()
     return 0
 
 

@@ -37,7 +37,7 @@ def main(path: str, seed: int) -> dict:
             backend._drop_kept()  # the verified prefix's frames: decode, do not copy
             backend.av_frame(n // 2)
             try:
-                for i in range(n // 2 + 1, n):  # what phast.worker.Worker.read_ahead does
+                for i in range(n // 2 + 1, n):  # what phast.worker.Server.read_ahead does
                     if not backend.prefetch(i):
                         break
             except Exception:

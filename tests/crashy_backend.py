@@ -83,10 +83,10 @@ class CrashyBackend(SoftwareBackend):
 
 def _forge_next_record(mode: str, slot_size: int) -> None:
     """Make the worker's next reply lie, as a compromised worker would (it owns the channel)."""
-    original = worker.Worker.reply
+    original = worker.Server.reply
 
     def forged(self: Any, msg: dict[str, Any], blobs: Any = None) -> None:
-        worker.Worker.reply = original  # type: ignore[method-assign]
+        worker.Server.reply = original  # type: ignore[method-assign]
         rec = msg.get("frame")
         if isinstance(rec, dict):
             if mode == "wrong_index":
@@ -100,7 +100,7 @@ def _forge_next_record(mode: str, slot_size: int) -> None:
                 rec["pix_fmt"] = "gray"
         original(self, msg, blobs)
 
-    worker.Worker.reply = forged  # type: ignore[method-assign]
+    worker.Server.reply = forged  # type: ignore[method-assign]
 
 
 class SlowBackend(SoftwareBackend):

@@ -5,7 +5,7 @@
   display indices in option ``lie`` come out with their luma inverted. The index and the
   reference pictures come from an honest software decoder, as they do for NVDEC.
 * :class:`GpuErrorBackend` raises, on cue, what PyNvVideoCodec raises, through NVDEC's own
-  mapping (``NvdecBackend._device_call``). The exception classes are stand-ins named and built
+  mapping (``nvdec_decoder.device_call``). The exception classes are stand-ins named and built
   as PyNvVideoCodec's pybind11 module registers them (each on ``Exception``): a fake of a
   library this machine lacks, not NVDEC.
 
@@ -21,26 +21,37 @@ from typing import Any
 import av
 
 from phast import worker
+from phast.backends.avframes import frame_pos
 from phast.backends.base import DecodedFrame
 from phast.backends.crosscheck import CrossChecked
-from phast.backends.nvdec import NvdecBackend
-from phast.backends.software import SoftwareBackend, _frame_pos
+from phast.backends.decoder import AvDecoder
+from phast.backends.nvdec_decoder import device_call
+from phast.backends.software import SoftwareBackend
 
 
 class LyingDecoder(CrossChecked):
+    """Cross-checked, with :class:`_Liar` as its "hardware" decoder."""
+
     name = "lying"
 
-    def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
-                 progress: Callable[[], None]) -> None:
-        self._lie = {int(i) for i in options.get("lie", ())}
-        super().__init__(path, stream=stream, options=options, progress=progress)
+    def make_decoder(self, options: Mapping[str, Any]) -> AvDecoder:
+        return _Liar({int(i) for i in options.get("lie", ())}, lambda: self._index,
+                     threads=int(options.get("threads", 0)))
 
-    def _decode_packet(self, pkt: Any) -> list[Any]:
-        return [self._maybe_lie(f) for f in super()._decode_packet(pkt)]
+
+class _Liar(AvDecoder):
+    """FFmpeg's decoder, inverting the luma of the display indices in ``lie``."""
+
+    def __init__(self, lie: set[int], index: Callable[[], Any], *, threads: int) -> None:
+        super().__init__(threads=threads)
+        self._lie, self._index = lie, index
+
+    def decode(self, packet: Any) -> list[Any]:
+        return [self._maybe_lie(f) for f in super().decode(packet)]
 
     def _maybe_lie(self, f: Any) -> Any:
-        pos = _frame_pos(f)
-        idx = self._index
+        pos = frame_pos(f)
+        idx = self._index()
         if idx is None or pos is None or int(idx.packet_frame[pos]) not in self._lie:
             return f
         # A new frame: the decoder's own buffer (a reference picture) stays untouched.
@@ -73,7 +84,6 @@ ERRORS: dict[str, Callable[[], Exception]] = {
 
 class GpuErrorBackend(SoftwareBackend):
     name = "gpu-error"
-    _device_call = NvdecBackend._device_call  # NVDEC's mapping, on a CPU decoder
 
     def __init__(self, path: str, *, stream: int, options: Mapping[str, Any],
                  progress: Callable[[], None]) -> None:
@@ -81,15 +91,19 @@ class GpuErrorBackend(SoftwareBackend):
         self.at = int(options.get("at", -1))
         self.always = bool(options.get("always", False))
         self._opening = True
-        self._fresh = True
         super().__init__(path, stream=stream, options=options, progress=progress)
         if self.at == -1:
             self._fail("creating the NVDEC decoder")
         self._opening = False
 
     def _fail(self, what: str) -> None:
-        with self._device_call(what):
-            raise ERRORS[self.error]()
+        """Raise the cued error through NVDEC's mapping; as after NVDEC's, the next request
+        starts a fresh decode run."""
+        try:
+            with device_call(what, opening=self._opening):
+                raise ERRORS[self.error]()
+        finally:
+            self._reset_run()
 
     def decode(self, index: int, format: str, out: memoryview) -> DecodedFrame:
         if index == self.at and (self.always or worker.current_job.get("attempt") == 0):
@@ -97,4 +111,28 @@ class GpuErrorBackend(SoftwareBackend):
         return super().decode(index, format, out)
 
 
-__all__ = ["ERRORS", "GpuErrorBackend", "LyingDecoder"]
+class FailingDecoder(AvDecoder):
+    """FFmpeg's decoder that fails, through NVDEC's mapping, when fed packet ``at`` (the
+    stand-in's error ``error``): a decoder failing in the middle of a decode run."""
+
+    def __init__(self, error: str, at: int) -> None:
+        super().__init__()
+        self.error, self.at = error, at
+
+    def decode(self, packet: Any) -> list[Any]:
+        if packet is not None and packet.opaque.pos == self.at:
+            with device_call("NVDEC decoding"):
+                raise ERRORS[self.error]()
+        return super().decode(packet)
+
+
+class FailingBackend(SoftwareBackend):
+    """The software backend with :class:`FailingDecoder` (options ``error``, ``at``)."""
+
+    name = "failing-decoder"
+
+    def make_decoder(self, options: Mapping[str, Any]) -> AvDecoder:
+        return FailingDecoder(str(options.get("error", "generic")), int(options.get("at", -1)))
+
+
+__all__ = ["ERRORS", "FailingBackend", "GpuErrorBackend", "LyingDecoder"]

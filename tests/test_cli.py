@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from phast import registry
-from phast.cli import encode_png, main
+from phast.cli import main
+from phast.png import encode_png
 
 WIDTH, HEIGHT, FRAMES, GOP = 160, 96, 30, 10
 
@@ -311,3 +312,16 @@ def test_backends_reports_broken_ones(tmp_path: Path, monkeypatch: pytest.Monkey
         registry.unregister("cli-missing")
         registry.unregister("cli-slow")
         registry.unregister("cli-crash")
+
+
+def test_backends_loads_as_a_worker_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe child loads the spec with ``registry.load``: a class that is not a ``Backend``
+    is unavailable for that reason (it is never asked for a probe it does not have)."""
+    registry.register("cli-not-a-backend", "fractions:Fraction")
+    try:
+        assert main(["backends", "--json"]) == 0
+        entry = {e["name"]: e for e in json.loads(capsys.readouterr().out)}["cli-not-a-backend"]
+        assert entry["available"] is False
+        assert "not a phast.backends.base.Backend subclass" in entry["reason"], entry["reason"]
+    finally:
+        registry.unregister("cli-not-a-backend")

@@ -86,7 +86,7 @@ def test_concealment_is_caught_by_the_hold_alone(entry: dict) -> None:
     """H.264 concealing a broken slice logs it at INFO only ("concealing N DC, N AC, N MV
     errors") and flags only the concealed picture, while the B-frames that reference it come
     out first. With the INFO reports ignored, holding each frame until every packet decoded
-    before it has come out (``SoftwareBackend._hold``) still refuses them: the corrupt flag
+    before it has come out (``DecodeRun.hold``) still refuses them: the corrupt flag
     is seen before any of them is served. (Both files were served wrong with neither.)"""
     got = _child(FIXTURES / entry["file"], -1, "--no-reports-below-error")
     assert got["wrong"] == 0 and got["refused"] > 0 and got["exact"] > 0, got

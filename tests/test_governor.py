@@ -20,8 +20,8 @@ from phast.governor import (
     Governor,
     resolve_budget,
 )
+from phast.jobs import BUILD, PLAYHEAD, PREFETCH, Job
 from phast.power import Tdp, process_cpu_seconds
-from phast.supervisor import BUILD, PLAYHEAD, PREFETCH, Job
 from tests.reference import reference_frames
 
 TDP = Tdp(15.0, "setting", {})

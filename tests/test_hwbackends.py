@@ -22,7 +22,7 @@ import pytest
 
 import phast
 from phast import registry
-from phast.cli import main, probe_backend
+from phast.cli import main
 from phast.devframe import (
     DeviceMappings,
     DeviceSlots,
@@ -31,6 +31,7 @@ from phast.devframe import (
     mappings_for,
 )
 from phast.errors import BackendUnavailable, DecodeError, ProtocolViolation, WorkerCrashed
+from phast.probe import probe_backend
 from phast.supervisor import Process, WorkerConfig
 
 HANDLE = bytes(range(64))
@@ -395,7 +396,7 @@ def _gpu_errors() -> dict[str, Any]:
     ("api", False, "DeviceError"),
 ])
 def test_gpu_library_errors_become_typed_errors(name: str, opening: bool, expected: str) -> None:
-    from phast.backends.nvdec import device_error
+    from phast.backends.nvdec_decoder import device_error
 
     mapped = device_error(_gpu_errors()[name], "NVDEC decoding", opening=opening)
     assert type(mapped).__name__ == expected
@@ -406,7 +407,7 @@ def test_typed_and_host_errors_pass_through() -> None:
     import av
 
     from phast.backends.base import SlotTooSmall
-    from phast.backends.nvdec import device_error
+    from phast.backends.nvdec_decoder import device_error
     from phast.errors import DecodeError
 
     for error in (DecodeError("damaged"), SlotTooSmall(10), MemoryError(), KeyboardInterrupt(),
@@ -414,22 +415,38 @@ def test_typed_and_host_errors_pass_through() -> None:
         assert device_error(error, "x") is None, error
 
 
-def test_a_failed_device_call_raises_typed_and_drops_the_decode_run() -> None:
-    """NvdecBackend's own context manager (on an instance without CUDA): the error is typed,
-    chained to the original, and the next request starts a fresh decoder (no warm run)."""
-    from phast.backends.nvdec import NvdecBackend
+def test_a_failed_device_call_raises_typed_and_drops_the_decode_run(make) -> None:
+    """NVDEC's decoder's own context manager (on an instance without CUDA): the error is typed,
+    chained to the original, and the next positioning starts a fresh decoder; and a decoder
+    failing in the middle of a run (NVDEC's mapping, on a CPU decoder) ends the run: the next
+    request positions anew."""
+    from phast.backends.nvdec_decoder import NvdecDecoder
     from phast.errors import DeviceError
+    from tests.gpu_standin_backend import FailingBackend
 
-    backend = NvdecBackend.__new__(NvdecBackend)
-    backend._opening, backend._fresh, backend._run_start = False, True, 7
+    decoder = NvdecDecoder.__new__(NvdecDecoder)
+    decoder.opening, decoder.fresh = False, True
     original = _gpu_errors()["generic"]
     with pytest.raises(DeviceError, match="NVDEC decoding: PyNvVCException") as caught, \
-            backend._device_call("NVDEC decoding"):
+            decoder.device_call("NVDEC decoding"):
         raise original
     assert caught.value.__cause__ is original
-    assert backend._run_start is None and backend._fresh is False
-    with pytest.raises(ValueError, match="not a GPU error"), backend._device_call("x"):
+    assert decoder.fresh is False
+    with pytest.raises(ValueError, match="not a GPU error"), decoder.device_call("x"):
         raise DecodeError("not a GPU error")  # typed already: unchanged
+
+    backend = FailingBackend(str(make("h264_bpyramid_longgop")), stream=0,
+                             options={"error": "generic", "at": 59}, progress=lambda: None)
+    try:
+        backend.build_index()
+        backend.av_frame(50)  # past the verified prefix, which is kept
+        assert backend.decode_position() is not None  # a warm run, going on from frame 50
+        with pytest.raises(DeviceError, match="NVDEC decoding") as caught:
+            backend.av_frame(int(backend._index.packet_frame[59]))
+        assert type(caught.value.__cause__).__name__ == "PyNvVCException"
+        assert backend.decode_position() is None
+    finally:
+        backend.close()
 
 
 @pytest.fixture

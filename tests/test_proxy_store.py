@@ -110,3 +110,52 @@ def test_cli_proxy_build_stats_and_clear(make, cache_dir, capsys) -> None:
     assert cli_main(["cache", "stats", "--json", "--cache-dir", str(cache_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 0
     assert os.path.exists(path)
+
+
+def test_statistics_are_diskcache_s_and_shared(tmp_path) -> None:
+    """Hits and misses are diskcache's own statistics: every lookup, by every process using the
+    store, and none lost to eviction (the counters are not entries)."""
+    store = Store(tmp_path, size_limit=1 << 20)
+    store.put_proxy("src", 0, "spec", 0, 8, 8, JPEG)
+    assert store.get_proxy("src", 0, "spec", 0) is not None
+    assert store.get_proxy("src", 0, "spec", 1) is None
+    code = ("import sys; from phast.store import Store; s = Store(sys.argv[1]); "
+            "s.get_proxy('src', 0, 'spec', 0); s.get_proxy('src', 0, 'spec', 2); s.close()")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    stats = store.stats()
+    assert (stats["hits"], stats["misses"]) == (2, 2) and stats["hit_rate"] == 0.5
+    for i in range(1, 100):  # ~4 MB through a 1 MB store: eviction runs, the counts stay
+        store.put_proxy("src", 0, "spec", i, 8, 8, JPEG)
+    assert store.stats()["hits"] == 2 and store.stats()["misses"] == 2
+    store.clear()
+    assert store.stats()["hits"] == store.stats()["misses"] == 0
+    store.close()
+
+
+def test_clearing_a_source_uses_its_tag(tmp_path) -> None:
+    """Every entry is tagged with its source; clearing one source removes exactly its entries,
+    through diskcache's tag index."""
+    store = Store(tmp_path)
+    for src in ("a", "b"):
+        for i in range(3):
+            store.put_proxy(src, 0, "spec", i, 8, 8, JPEG)
+    store.put_index("a", "software", 0, _an_index(), {"codec": "h264"})
+    sql = store._cache._sql
+    assert sql("SELECT name FROM sqlite_master WHERE name = 'Cache_tag_rowid'").fetchall()
+    assert store.clear("a") == 4
+    assert store.get_index("a", "software", 0) is None
+    assert all(store.get_proxy("b", 0, "spec", i) is not None for i in range(3))
+    store.close()
+
+
+def _an_index():  # type: ignore[no-untyped-def]
+    from fractions import Fraction
+
+    import numpy as np
+
+    from phast.index import KEY, FrameIndex
+
+    n = 4
+    frames = np.arange(n, dtype=np.int64)
+    return FrameIndex(frames, frames, frames * 100, np.full(n, KEY, np.uint8), frames, frames,
+                      frames, Fraction(1, 25), "demux", "container")

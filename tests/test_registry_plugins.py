@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import phast
-from phast import registry
+from phast import errors, registry
 from phast.backends.base import Backend
-from phast.errors import BackendUnavailable, MissingDependency
+from phast.errors import BackendUnavailable, InvalidArgument, MissingDependency
 
 
 def _install_metadata(site: Path, dist: str, entry_points: dict[str, str]) -> None:
@@ -71,8 +71,17 @@ def test_no_plugins_switch(site: Path, monkeypatch: pytest.MonkeyPatch, value: s
 @pytest.mark.parametrize(("name", "spec"), [("auto", "a:B"), ("", "a:B"), ("x y", "a:B"),
                                             ("ok", "no_colon"), ("ok", "a:B:C"), ("ok", ":B")])
 def test_register_checks_its_arguments(name: str, spec: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):  # a PhastError, and a ValueError
         registry.register(name, spec)
+
+
+def test_slot_too_small_is_a_phast_error() -> None:
+    """A backend's SlotTooSmall is inside the promise (``except PhastError`` catches it) and is
+    the same class whether imported from the contract or from the errors module."""
+    from phast.backends.base import SlotTooSmall
+
+    assert SlotTooSmall is errors.SlotTooSmall
+    assert issubclass(SlotTooSmall, errors.PhastError) and SlotTooSmall(10).needed == 10
 
 
 def test_import_phast_survives_broken_plugins(tmp_path: Path) -> None:

@@ -240,3 +240,28 @@ def test_bad_deadlines(make, cache_dir, pool) -> None:
         for bad in (0, -1, float("inf"), "1", True):
             with pytest.raises(phast.InvalidArgument):
                 clip.frame(1, deadline=bad)  # type: ignore[arg-type]
+
+
+def test_fallback_failures_degrade_and_bugs_are_logged(make, cache_dir, pool, monkeypatch,
+                                                       caplog) -> None:
+    """A stored picture the image worker cannot turn into a frame is no PROXY: the expected
+    failures (phast's errors) go to the next tier quietly; anything else goes there too, but is
+    logged, not swallowed."""
+    from phast import tiers
+    from phast.session import Session
+
+    with _open(make, cache_dir, pool, proxies=False) as clip:
+        clip.build_proxies(full=False)  # keyframes 0 and 60
+        pool.prepare_images(30)
+        s = clip._session
+        for error, logged in ((phast.DecodeError("a damaged picture"), False),
+                              (RuntimeError("a bug"), True)):
+            def fail(*args, error=error, **kwargs):  # type: ignore[no-untyped-def]
+                raise error
+
+            monkeypatch.setattr(Session, "run_image", fail)
+            s.proxy_ram.clear()
+            caplog.clear()
+            with caplog.at_level("ERROR", logger="phast.tiers"):
+                assert tiers.fallback(s, 60, "rgb24") is None  # no PROXY, no other picture
+            assert ("a bug" in caplog.text) is logged, caplog.text

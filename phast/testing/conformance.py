@@ -322,7 +322,7 @@ class BackendConformance:
         assert isinstance(result, ProbeResult)
         assert isinstance(result.available, bool) and isinstance(result.reason, str)
         json.dumps(dict(result.details))
-        from phast.cli import probe_backend
+        from phast.probe import probe_backend
 
         spec = registry.available()[self.backend]
         child = probe_backend(spec, timeout=60)  # what `phast backends` shows
