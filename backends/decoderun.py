@@ -75,19 +75,26 @@ class KeptFrames:
 
     def serve(self, j: int, frame: Any) -> None:
         """Frame ``j`` may be served: keep it, and show it to the sink."""
-        size = sum(p.buffer_size for p in frame.planes)
+        size = _size(frame)
+        again = self.frames.pop(j, None)  # served again (a later run): count it once
+        if again is not None:
+            self.bytes -= _size(again)
         self.frames[j] = frame
         self.bytes += size
         self.frame_bytes = size
         while self.bytes > self.keep_bytes and len(self.frames) > 1:
             _, old = self.frames.popitem(last=False)
-            self.bytes -= sum(p.buffer_size for p in old.planes)
+            self.bytes -= _size(old)
         if self.sink is not None and isinstance(frame, av.VideoFrame):
             self.sink(j, frame)
 
     def drop(self) -> None:
         self.frames.clear()
         self.bytes = 0
+
+
+def _size(frame: Any) -> int:
+    return sum(p.buffer_size for p in frame.planes)
 
 
 class DecodeRun:
@@ -138,7 +145,7 @@ class DecodeRun:
         """Feed ``packet`` (None: the flush) to the second decoder too, skipping as the serving
         decoder did (the same packet object: the same decode position)."""
         if self.recheck is not None:
-            self.recheck.feed(packet, "NONREF" if skip else "DEFAULT", picture_crc, frame_pos)
+            self.recheck.feed(packet, "NONREF" if skip else "DEFAULT")
 
     def fed(self, pos: int) -> None:
         """Packet ``pos`` goes to the decoder: note what frame a picture from it must wait for.

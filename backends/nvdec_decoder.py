@@ -22,7 +22,7 @@ import numpy as np
 
 from phast.errors import CannotHandle, DecodeError, DeviceError, PhastError, UnsupportedCodec
 
-from .avframes import Tag, av
+from .avframes import Tag, av, frame_pos
 from .decoder import AvDecoder
 
 #: Codecs fed to NVDEC here (those with an Annex-B filter in FFmpeg); 8-bit 4:2:0 only.
@@ -197,7 +197,7 @@ class NvdecDecoder(AvDecoder):
         if packet is None:
             out = []
             for p in self._bsf.filter(None):
-                out += self._send(bytes(p), _tag_of(p))
+                out += self._send(bytes(p), frame_pos(p))
             return out + self._send(b"", None)  # an empty packet flushes NVDEC
         pos = packet.opaque.pos
         self._packets[pos] = (packet.pts, bool(packet.is_keyframe))
@@ -238,11 +238,6 @@ class NvdecDecoder(AvDecoder):
     def close(self) -> None:
         self._decoder = None  # frees the NVDEC session
         self._bsf = None
-
-
-def _tag_of(p: Any) -> int | None:
-    tag = getattr(p, "opaque", None)
-    return tag.pos if isinstance(tag, Tag) else None
 
 
 __all__ = ["NVC_ERROR", "NVC_UNSUPPORTED", "NVDEC_CODECS", "NvFrame", "NvdecDecoder",

@@ -24,6 +24,8 @@ from typing import Any
 
 import av
 
+from .avframes import frame_pos, picture_crc
+
 #: Codecs whose decoder can read picture memory it never wrote, on damaged input, without a
 #: report (found by fuzzing: HEVC). H.264 and MPEG-2 conceal and say so; extending the set is
 #: adding a name here.
@@ -44,17 +46,18 @@ class Recheck:
         self._cc = cc
         self._crcs: dict[int, int] = {}
 
-    def feed(self, pkt: Any, skip_frame: str, crc: Any, position: Any) -> None:
+    def feed(self, pkt: Any, skip_frame: str) -> None:
         """Decode ``pkt`` (None: the flush) as the serving decoder did (``skip_frame``), and
-        keep each output frame's ``crc(frame)`` by ``position(frame)``. Errors are the serving
-        decoder's to report: a packet this one rejects simply gives no frame here."""
+        keep each output frame's picture checksum by the position of the packet that made it.
+        Errors are the serving decoder's to report: a packet this one rejects simply gives no
+        frame here."""
         if pkt is not None and self._cc.skip_frame != skip_frame:
             self._cc.skip_frame = skip_frame
         with contextlib.suppress(av.FFmpegError):
             for frame in self._cc.decode(pkt):
-                pos = position(frame)
+                pos = frame_pos(frame)
                 if pos is not None:
-                    self._crcs[pos] = crc(frame)
+                    self._crcs[pos] = picture_crc(frame)
                 del frame  # nothing held: the point of this decoder
 
     def crc(self, pos: int) -> int | None:
