@@ -460,7 +460,6 @@ def listen(path: str) -> socket.socket:
         except OSError:
             os.unlink(path)  # nobody listens: a dead server's leftover
         else:
-            probe.close()
             sock.close()
             raise OSError(errno.EADDRINUSE, f"a server already listens at {path}")
         finally:

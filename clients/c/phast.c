@@ -41,6 +41,7 @@
 #define MAX_SLOT_SIZE ((uint64_t)1 << 36)  /* 64 GiB: far above any frame */
 #define MAX_PATH_BYTES 4096
 #define REQUEST_CAP (8 * MAX_PATH_BYTES)
+#define REQ_HEAD 8  /* c->req starts with the record header, then the JSON */
 
 extern char **environ;
 
@@ -604,16 +605,23 @@ static void apply_drops(phast_client *c) {
     }
 }
 
-/* Send c->req (already holding `"id":N`) and wait for the reply with that id. Returns
- * PHAST_OK with c->jp holding an ok reply, the server's error, or a transport error (the
- * connection is then dropped). */
+/* The record header: JSON length, blob length (0), both big-endian. */
+static void put_header(char *head, size_t n) {
+    head[0] = (char)(n >> 24);
+    head[1] = (char)(n >> 16);
+    head[2] = (char)(n >> 8);
+    head[3] = (char)n;
+    memset(head + 4, 0, 4);
+}
+
+/* Send c->req (the JSON after REQ_HEAD bytes kept for the header, holding `"id":N`) and wait
+ * for the reply with that id. Returns PHAST_OK with c->jp holding an ok reply, the server's
+ * error, or a transport error (the connection is then dropped). */
 static int roundtrip(phast_client *c, int64_t id, double extra) {
     if (c->fd < 0) return fail(c, PHAST_E_IO, "not connected");
-    size_t n = strlen(c->req);
-    unsigned char head[8] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
-                             (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 0};
-    int rc = send_all(c, (const char *)head, 8);
-    if (!rc) rc = send_all(c, c->req, n);
+    size_t n = strlen(c->req + REQ_HEAD);
+    put_header(c->req, n);
+    int rc = send_all(c, c->req, REQ_HEAD + n); /* header and record: one send */
     double until = now_s() + c->timeout + extra;
     while (!rc) {
         rc = recv_message(c, until);
@@ -681,17 +689,21 @@ static int valid_utf8(const unsigned char *s) {
 static int req_string(phast_client *c, size_t *at, const char *s) {
     if (req_printf(c, at, "\"") < 0) return -1;
     for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
-        int r = *u == '"' || *u == '\\' ? req_printf(c, at, "\\%c", *u)
-              : *u < 0x20 ? req_printf(c, at, "\\u%04x", *u)
-                          : req_printf(c, at, "%c", *u);
-        if (r < 0) return -1;
+        if (*u == '"' || *u == '\\' || *u < 0x20) {
+            int r = *u < 0x20 ? req_printf(c, at, "\\u%04x", *u) : req_printf(c, at, "\\%c", *u);
+            if (r < 0) return -1;
+        } else if (*at + 1 < REQUEST_CAP) { /* a plain byte: no formatting, no locale switch */
+            c->req[(*at)++] = (char)*u;
+        } else {
+            return -1;
+        }
     }
     return req_printf(c, at, "\"");
 }
 
 static int64_t begin(phast_client *c, size_t *at, const char *op) {
     int64_t id = ++c->next_id;
-    *at = 0;
+    *at = REQ_HEAD;
     req_printf(c, at, "{\"op\":\"%s\",\"id\":%lld", op, (long long)id);
     return id;
 }
@@ -1313,12 +1325,11 @@ int phast_release(phast_client *c, phast_frame *f) {
             /* No reply: a release costs no round trip. The server frees the rest when the
              * connection ends, so a failed send loses nothing. */
             char msg[96];
-            int n = snprintf(msg + 8, sizeof msg - 8, "{\"op\":\"release\",\"leases\":[%llu]}",
+            int n = snprintf(msg + REQ_HEAD, sizeof msg - REQ_HEAD,
+                             "{\"op\":\"release\",\"leases\":[%llu]}",
                              (unsigned long long)f->lease_);
-            msg[0] = msg[1] = msg[2] = 0;
-            msg[3] = (char)n;
-            memset(msg + 4, 0, 4);
-            if (send_all(c, msg, (size_t)n + 8)) drop_connection(c);
+            put_header(msg, (size_t)n);
+            if (send_all(c, msg, REQ_HEAD + (size_t)n)) drop_connection(c);
         }
         slot_unref(c, si);
     }
