@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", default="1,2", help="Dask worker counts (default 1,2)")
     f.add_argument("--repeat", type=_positive_int, default=2, help="builds per count (best "
                    "counts; default 2)")
-    f.add_argument("--chunk", type=_positive_int, default=96,
-                   help="frames per task, at least (whole groups of pictures)")
+    f.add_argument("--chunk", type=_positive_int, default=None,
+                   help="frames per task, at least (whole groups of pictures; default "
+                        "phast.farm.DEFAULT_CHUNK)")
     f.add_argument("--torture-s", type=float, default=20.0,
                    help="seconds of torture warm from the share (0: none; default 20)")
     f.add_argument("--rate", type=float, default=30.0, help="torture requests per second")

@@ -29,7 +29,7 @@ class FarmConfig:
 
     workers: tuple[int, ...] = (1, 2)
     repeat: int = 2
-    chunk: int = 96
+    chunk: int | None = None  #: None: phast.farm.DEFAULT_CHUNK
     torture_s: float = 20.0  #: 0: no torture run
     rate: float = 30.0
     pattern: str = "mixed"

@@ -476,9 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="build every frame on a Dask cluster (scheduler address, or local:N "
                         "for N local worker processes) into --shared-store; needs phast[farm]")
-    b.add_argument("--chunk", type=_positive_int, default=96,
-                   help="--dask: frames per task, at least (whole groups of pictures)")
-    b.add_argument("--retries", type=int, default=2, help="--dask: retries of a failed task")
+    b.add_argument("--chunk", type=_positive_int, default=None,
+                   help="--dask: frames per task, at least (whole groups of pictures; default "
+                        "phast.farm.DEFAULT_CHUNK)")
+    b.add_argument("--retries", type=int, default=None,
+                   help="--dask: retries of a failed task (default phast.farm.DEFAULT_RETRIES)")
     b.set_defaults(func=cmd_proxy_build)
 
     p = sub.add_parser("serve", help="serve clients (C, MLT) over a Unix socket",

@@ -24,6 +24,7 @@ already holds and never exposes a partial object. Needs ``pip install 'phast[far
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import time
@@ -164,14 +165,19 @@ def connect(address: str) -> Any:
 
 
 def build(files: Sequence[str], client: Any, shared: SharedStore, *, height: int = 360,
-          shortcuts: bool = True, chunk: int = DEFAULT_CHUNK, retries: int = DEFAULT_RETRIES,
+          shortcuts: bool = True, chunk: int | None = None, retries: int | None = None,
           cache_dir: str | None = None, backend: str = "auto",
           progress: Callable[[int, int], None] | None = None,
           on_task_done: Callable[[Any], None] | None = None) -> list[FarmReport]:
     """Build every frame of ``files`` the share lacks on ``client``'s cluster; one report per
     file. ``progress(done, total)`` counts frames as tasks finish; ``on_task_done(future)`` is
-    called for each finished task (tests use it to kill a worker mid-build)."""
+    called for each finished task (tests use it to kill a worker mid-build). ``chunk`` and
+    ``retries``: None for :data:`DEFAULT_CHUNK` and :data:`DEFAULT_RETRIES` (the command lines
+    pass theirs through without importing this module)."""
     from .clip import open as open_clip
+
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    retries = DEFAULT_RETRIES if retries is None else retries
 
     distributed = _distributed()
     spec = ProxySpec(height=height, shortcuts=shortcuts)
@@ -195,7 +201,7 @@ def build(files: Sequence[str], client: Any, shared: SharedStore, *, height: int
         reports.append(report)
         sources.append((identity, base.stream, index.frame_count))
         for frames in plan(index, ~have, chunk):
-            task = FarmTask(**{**base.__dict__, "frames": tuple(frames)})
+            task = dataclasses.replace(base, frames=tuple(frames))
             key = f"phast-proxies-{identity[-8:]}-{frames[0]}-{uuid.uuid4().hex[:8]}"
             future = client.submit(build_range, task, blob, retries=retries, key=key,
                                    pure=False)

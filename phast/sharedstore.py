@@ -32,7 +32,6 @@ writer of the share can plant a well-formed wrong picture, as it could replace t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import struct
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from . import store
 from .errors import InvalidArgument, MissingDependency, _import_extra
 from .proxy import MAX_PROXY_BYTES, looks_like_jpeg
 
@@ -78,19 +78,16 @@ def object_key(identity: str, stream: int, spec: str, index: int) -> str:
 
 
 def _seal(magic: bytes, body: bytes) -> bytes:
-    return magic + hashlib.blake2b(body, digest_size=_DIGEST).digest() + body
+    return magic + store._seal(body)  # the local store's seal (blake2b digest, body)
 
 
 def _unseal(data: bytes, magic: bytes, head: struct.Struct, limit: int) -> bytes | None:
     """The body of a sealed blob (magic, blake2b digest, body) if it is whole and within
     ``limit`` bytes, else None."""
-    start = len(magic) + _DIGEST
-    if not (start + head.size <= len(data) <= limit) or not data.startswith(magic):
+    if not (len(magic) + _DIGEST + head.size <= len(data) <= limit) \
+            or not data.startswith(magic):
         return None
-    body = data[start:]
-    if hashlib.blake2b(body, digest_size=_DIGEST).digest() != data[len(magic):start]:
-        return None
-    return body
+    return store._unseal(data[len(magic):])
 
 
 def seal_object(key: str, width: int, height: int, jpeg: bytes) -> bytes:
